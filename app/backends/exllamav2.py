@@ -1,0 +1,145 @@
+"""ExLlamaV2: fast CUDA inference for 4-bit GPTQ on Llama-family architectures.
+
+This module holds the import-free rules (compatibility, memory estimate). The library itself is
+imported lazily, only when a model is loaded.
+"""
+
+from __future__ import annotations
+
+from app.backends.base import Compatibility, gptq_obstacle, weights_bytes
+from app.catalog.branch import BranchInfo
+from app.catalog.vram import CUDA_CONTEXT_BYTES, GIB, CacheType, VramBreakdown, kv_cache_bytes
+from app.hardware import Hardware
+
+# Architecture classes ExLlamaV2 0.3.2 recognises (its architecture.py). Others it would try as
+# Llama, which fails for anything not shaped like Llama, so QuantDesk treats them as unsupported.
+SUPPORTED_ARCHITECTURES = frozenset(
+    {
+        "LlamaForCausalLM",
+        "MistralForCausalLM",
+        "MixtralForCausalLM",
+        "YiForCausalLM",
+        "OrionForCausalLM",
+        "Qwen2ForCausalLM",
+        "Qwen3ForCausalLM",
+        "Qwen3MoeForCausalLM",
+        "GemmaForCausalLM",
+        "Gemma2ForCausalLM",
+        "Gemma3ForCausalLM",
+        "Starcoder2ForCausalLM",
+        "CohereForCausalLM",
+        "Cohere2ForCausalLM",
+        "DbrxForCausalLM",
+        "MiniCPMForCausalLM",
+        "Phi3ForCausalLM",
+        "GPTBigCodeForCausalLM",
+        "GPT2LMHeadModel",
+        "InternLM2ForCausalLM",
+        "GraniteForCausalLM",
+        "Glm4ForCausalLM",
+        "ExaoneForCausalLM",
+        "HCXVisionForCausalLM",
+    }
+)
+# Used when config.json lacks "architectures": model_type values of the same families.
+SUPPORTED_MODEL_TYPES = frozenset(
+    {
+        "llama",
+        "mistral",
+        "mixtral",
+        "yi",
+        "orion",
+        "qwen2",
+        "qwen3",
+        "qwen3_moe",
+        "gemma",
+        "gemma2",
+        "gemma3",
+        "starcoder2",
+        "cohere",
+        "cohere2",
+        "dbrx",
+        "minicpm",
+        "phi3",
+        "gpt_bigcode",
+        "gpt2",
+        "internlm2",
+        "granite",
+        "glm4",
+        "exaone",
+    }
+)
+
+# Scratch space ExLlamaV2 reserves per device grows with model size: ~0.25 GiB at 7B, ~0.7 GiB at 70B.
+_SCRATCH_7B, _SCRATCH_70B = 0.25 * GIB, 0.7 * GIB
+_MIN_SCRATCH = int(0.1 * GIB)
+
+
+def scratch_bytes(parameters: int) -> int:
+    """ExLlamaV2's per-device scratch for a model of ``parameters`` parameters (linear fit)."""
+    per_param = (_SCRATCH_70B - _SCRATCH_7B) / 63e9
+    return max(_MIN_SCRATCH, int(_SCRATCH_7B + (parameters - 7e9) * per_param))
+
+
+class ExLlamaV2Rules:
+    """Compatibility and memory rules of the ExLlamaV2 backend."""
+
+    name: str = "exllamav2"
+    display_name: str = "ExLlamaV2"
+    cache_types: tuple[CacheType, ...] = (
+        CacheType.FP16,
+        CacheType.FP8,
+        CacheType.Q8,
+        CacheType.Q6,
+        CacheType.Q4,
+    )
+    runs_on_cpu: bool = False
+    keeps_embeddings_on_cpu: bool = True
+
+    def compatibility(self, branch: BranchInfo, hardware: Hardware) -> Compatibility:
+        """4-bit GPTQ, a supported architecture, then a CUDA GPU and the installed library."""
+        obstacle = gptq_obstacle(branch, (4,), self.display_name)
+        if obstacle:
+            return obstacle
+        if branch.quantization.checkpoint_format not in (None, "gptq"):
+            return Compatibility(
+                False,
+                f"ExLlamaV2 reads the original GPTQ format; this branch is saved as "
+                f"'{branch.quantization.checkpoint_format}'.",
+                branch_supported=False,
+            )
+        arch = branch.architecture
+        if arch is None:
+            return Compatibility(False, "The branch has no readable config.json.", branch_supported=False)
+        known = (
+            any(a in SUPPORTED_ARCHITECTURES for a in arch.architectures)
+            if arch.architectures
+            else arch.model_type in SUPPORTED_MODEL_TYPES
+        )
+        if not known:
+            label = arch.architectures[0] if arch.architectures else arch.model_type
+            return Compatibility(
+                False, f"ExLlamaV2 does not support the {label} architecture.", branch_supported=False
+            )
+        if not hardware.has_cuda_gpu:
+            return Compatibility(False, "ExLlamaV2 needs an NVIDIA GPU with CUDA; none was found here.")
+        if not hardware.exllamav2_installed and not hardware.planned:
+            return Compatibility(
+                False, "ExLlamaV2 is not installed; install QuantDesk with the 'exllama' extra to use it."
+            )
+        return Compatibility(True, "4-bit GPTQ on a supported architecture with a CUDA GPU: fastest choice.")
+
+    def memory_estimate(
+        self, branch: BranchInfo, context: int, cache_type: CacheType
+    ) -> VramBreakdown | None:
+        """Weights without the embedding table (kept on the CPU), the chosen cache, scratch, CUDA context."""
+        weights = weights_bytes(branch)
+        arch = branch.architecture
+        if weights is None or arch is None:
+            return None
+        return VramBreakdown(
+            weights=max(0, weights - arch.embedding_bytes),
+            kv_cache=kv_cache_bytes(arch, context, cache_type),
+            scratch=scratch_bytes(arch.parameter_count()),
+            cuda_context=CUDA_CONTEXT_BYTES,
+        )

@@ -1,0 +1,80 @@
+"""The catalog's disk cache: one JSON file per repo, branch facts keyed by their commit.
+
+Reopening a repo shows the cached table at once; a refresh re-fetches only branches whose commit
+moved. A corrupt or foreign cache file is ignored (and later overwritten), never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.catalog.branch import BranchInfo
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class CachedRepo:
+    """What is remembered about one repo."""
+
+    repo_id: str
+    fetched_at: float
+    branches: dict[str, BranchInfo] = field(default_factory=dict)
+    branch_order: list[str] = field(default_factory=list)
+    card_commit: str | None = None
+    card_text: str | None = None
+
+
+class CatalogCache:
+    """Reads and writes :class:`CachedRepo` records under one directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path_for(self, repo_id: str) -> Path:
+        """The cache file of a repo (ids are validated, but '/' must not become a directory)."""
+        return self.directory / (repo_id.replace("/", "--") + ".json")
+
+    def load(self, repo_id: str) -> CachedRepo | None:
+        """The cached record, or None if absent, unreadable or written by another version."""
+        try:
+            data: dict[str, Any] = json.loads(self.path_for(repo_id).read_text(encoding="utf-8"))
+            if data.get("version") != CACHE_VERSION or data.get("repo_id") != repo_id:
+                return None
+            return CachedRepo(
+                repo_id=repo_id,
+                fetched_at=float(data["fetched_at"]),
+                branches={name: BranchInfo.from_dict(b) for name, b in data["branches"].items()},
+                branch_order=list(data["branch_order"]),
+                card_commit=data.get("card_commit"),
+                card_text=data.get("card_text"),
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def save(self, record: CachedRepo) -> None:
+        """Write atomically: a crash mid-write leaves the previous file intact."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "version": CACHE_VERSION,
+            "repo_id": record.repo_id,
+            "fetched_at": record.fetched_at,
+            "branch_order": record.branch_order,
+            "branches": {name: info.to_dict() for name, info in record.branches.items()},
+            "card_commit": record.card_commit,
+            "card_text": record.card_text,
+        }
+        target = self.path_for(record.repo_id)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=target.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(payload, handle)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

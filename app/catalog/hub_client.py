@@ -1,0 +1,202 @@
+"""The few Hub calls the catalog makes, with huggingface_hub's failures turned into QuantDesk errors.
+
+huggingface_hub does the HTTP, auth headers and pagination; this module adds retries where the
+library has none (refs, small-file GETs), reads the endpoint at call time (the library reads
+``HF_ENDPOINT`` only at import) and maps every failure to :mod:`app.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx2
+from huggingface_hub import HfApi, get_session, hf_hub_url, hf_raise_for_status
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.hf_api import RepoFile
+from huggingface_hub.utils._headers import build_hf_headers
+
+from app import errors
+from app.catalog.branch import FileEntry
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+_T = TypeVar("_T")
+_RETRY_DELAYS = (0.2, 0.6)  # two retries: a brief 5xx burst or reset recovers, a dead server fails fast
+_TIMEOUT = 15.0
+_MAX_TEXT_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BranchRef:
+    """A branch and the commit it points at."""
+
+    name: str
+    commit: str
+
+
+def hub_endpoint() -> str:
+    """The Hub base URL: ``HF_ENDPOINT`` if set (tests, mirrors), else huggingface.co."""
+    return os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT).rstrip("/")
+
+
+class _TransientError(Exception):
+    """A failure worth retrying (5xx or transport)."""
+
+    def __init__(self, error: errors.HubError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class HubClient:
+    """Reads refs, trees and small text files of model repos."""
+
+    def __init__(self, token: str | None = None, endpoint: str | None = None) -> None:
+        self.token = token
+        self.endpoint = endpoint or hub_endpoint()
+        # token=False stops huggingface_hub from silently using a token file we did not choose.
+        self._api = HfApi(endpoint=self.endpoint, token=token or False)
+
+    # -- public calls -------------------------------------------------------------------------------
+
+    def branches(self, repo_id: str) -> list[BranchRef]:
+        """All branches of a repo with their commits."""
+        refs = self._call(repo_id, None, lambda: self._api.list_repo_refs(repo_id, token=self.token or False))
+        return [BranchRef(b.name, b.target_commit) for b in refs.branches]
+
+    def tree(self, repo_id: str, commit: str, branch: str) -> list[FileEntry]:
+        """Every file of the branch at ``commit`` (recursive), with sizes and LFS sha256."""
+
+        def fetch() -> list[FileEntry]:
+            entries = self._api.list_repo_tree(
+                repo_id, recursive=True, revision=commit, token=self.token or False
+            )
+            return [
+                FileEntry(e.path, int(e.size), e.lfs.sha256 if e.lfs else None)
+                for e in entries
+                if isinstance(e, RepoFile)
+            ]
+
+        # list_repo_tree already retries 5xx with backoff (up to ~23 s); retrying again would triple it.
+        return self._call(repo_id, branch, fetch, retry=False)
+
+    def text_file(self, repo_id: str, commit: str, path: str, branch: str) -> str | None:
+        """A small text file at ``commit``; None when the branch has no such file."""
+
+        def fetch() -> str | None:
+            url = hf_hub_url(repo_id, path, revision=quote(commit, safe=""), endpoint=self.endpoint)
+            headers = build_hf_headers(token=self.token or False)
+            response = get_session().get(url, headers=headers, follow_redirects=True, timeout=_TIMEOUT)
+            try:
+                hf_raise_for_status(response)
+            except EntryNotFoundError:
+                return None
+            if len(response.content) > _MAX_TEXT_BYTES:
+                raise errors.MalformedResponseError(
+                    f"{path} in {repo_id} is too large to be a config file ({len(response.content)} bytes)."
+                )
+            return response.content.decode("utf-8", errors="replace")
+
+        return self._call(repo_id, branch, fetch)
+
+    def json_file(self, repo_id: str, commit: str, path: str, branch: str) -> dict[str, Any] | None:
+        """A JSON object file; None when absent. Raises MalformedResponseError on invalid JSON."""
+        text = self.text_file(repo_id, commit, path, branch)
+        if text is None:
+            return None
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise errors.MalformedResponseError(
+                f"{path} on branch {branch} of {repo_id} is not valid JSON.", detail=str(exc)
+            ) from exc
+        if not isinstance(value, dict):
+            raise errors.MalformedResponseError(
+                f"{path} on branch {branch} of {repo_id} is not a JSON object."
+            )
+        return value
+
+    # -- error handling -----------------------------------------------------------------------------
+
+    def _call(self, repo_id: str, branch: str | None, fn: Callable[[], _T], retry: bool = True) -> _T:
+        for delay in (*(_RETRY_DELAYS if retry else ()), None):
+            try:
+                try:
+                    return fn()
+                except errors.QuantDeskError:
+                    raise
+                except Exception as exc:
+                    raise self._translate(exc, repo_id, branch) from exc
+            except _TransientError as transient:
+                if delay is None:
+                    raise transient.error from transient.__cause__
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _translate(self, exc: Exception, repo_id: str, branch: str | None) -> Exception:
+        repo_url = f"{self.endpoint}/{repo_id}"
+        if isinstance(exc, GatedRepoError):
+            if self.token:
+                return errors.GatedRepoError(
+                    f"{repo_id} is gated and your token has not been granted access to it.",
+                    f"Open {repo_url} while logged in, accept the conditions, then try again.",
+                )
+            return errors.GatedRepoError(
+                f"{repo_id} is gated: its files need a Hugging Face token from an account that accepted "
+                "its conditions.",
+                f"Accept them at {repo_url}, then add your token in Settings (or set HF_TOKEN).",
+            )
+        if isinstance(exc, RevisionNotFoundError):
+            return errors.RevisionNotFoundError(
+                f"Branch '{branch}' does not exist in {repo_id}.", "Pick one of the repo's branches."
+            )
+        if isinstance(exc, RepositoryNotFoundError):
+            hint = "Check the spelling of org/name."
+            hint += " If it is private, add a token that can read it." if not self.token else ""
+            return errors.RepoNotFoundError(f"The model repo {repo_id} was not found on the Hub.", hint)
+        if isinstance(exc, HfHubHTTPError):
+            status = exc.response.status_code if exc.response is not None else 0
+            if status == 401:
+                return errors.TokenRejectedError(
+                    "The Hub rejected your Hugging Face token (invalid or revoked).",
+                    "Replace it in Settings or fix HF_TOKEN; public repos also work without a token.",
+                )
+            if status >= 500 or status == 429:
+                return _TransientError(
+                    errors.HubServerError(
+                        f"The Hub answered with an error ({status}) while reading {repo_id}.",
+                        "The Hub may be busy or down; try again in a minute.",
+                    )
+                )
+            return errors.HubError(f"The Hub refused the request for {repo_id} ({status}).", detail=str(exc))
+        if isinstance(exc, OfflineModeIsEnabled):
+            return errors.NetworkError(
+                "Hub access is switched off (HF_HUB_OFFLINE is set).", "Unset HF_HUB_OFFLINE to go online."
+            )
+        if isinstance(exc, httpx2.TransportError):
+            return _TransientError(
+                errors.NetworkError(
+                    f"Could not reach the Hub at {self.endpoint}.",
+                    "Check your internet connection (or proxy) and try again.",
+                    detail=f"{exc.__class__.__name__}: {exc}",
+                )
+            )
+        if isinstance(exc, ValueError | KeyError | TypeError):
+            # huggingface_hub raises these when a response body is not the JSON it expects.
+            return errors.MalformedResponseError(
+                f"The Hub sent an answer for {repo_id} that QuantDesk cannot read.",
+                "Try again later; if it persists, the Hub's API may have changed.",
+                detail=f"{exc.__class__.__name__}: {exc}",
+            )
+        return exc

@@ -1,0 +1,158 @@
+"""The branch table as a user sees it: facts plus, for a chosen context and cache type on this
+machine, each backend's verdict, memory need and fit. Pure computation: no network, no disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.backends import BACKENDS
+from app.backends.base import BackendRules, Compatibility
+from app.catalog.branch import BranchInfo
+from app.catalog.fit import FIT_ORDER, FitResult, FitStatus, assess_gpu_fit, assess_ram_fit
+from app.catalog.vram import CacheType, VramBreakdown
+from app.hardware import Hardware
+
+DEFAULT_CONTEXT = 4096
+
+
+@dataclass(frozen=True)
+class BackendAssessment:
+    """One backend's view of one branch."""
+
+    name: str
+    display_name: str
+    compatibility: Compatibility
+    cache_type: CacheType
+    vram: VramBreakdown | None
+    fit: FitResult
+
+
+@dataclass(frozen=True)
+class BranchRow:
+    """One row of the table."""
+
+    info: BranchInfo
+    context: int
+    backends: tuple[BackendAssessment, ...]
+    fit: FitResult  # the best verdict among compatible backends
+    best_backend: str | None
+
+    def backend(self, name: str) -> BackendAssessment:
+        """The assessment of one backend by id."""
+        return next(b for b in self.backends if b.name == name)
+
+
+def context_for(info: BranchInfo, requested: int | None) -> int:
+    """The context length to plan for: the user's choice, else the model's own maximum."""
+    if requested:
+        return requested
+    return info.architecture.max_context if info.architecture else DEFAULT_CONTEXT
+
+
+def _assess(
+    backend: BackendRules, info: BranchInfo, context: int, cache: CacheType, hw: Hardware
+) -> BackendAssessment:
+    compat = backend.compatibility(info, hw)
+    cache_type = cache if cache in backend.cache_types else CacheType.FP16
+    vram = backend.memory_estimate(info, context, cache_type) if compat.branch_supported else None
+    if vram is None or info.architecture is None:
+        fit = FitResult(FitStatus.UNKNOWN, compat.reason)
+    elif hw.has_cuda_gpu:
+        fit = assess_gpu_fit(vram, info.architecture.layers, hw)
+    elif backend.runs_on_cpu:
+        fit = assess_ram_fit(vram.total - vram.cuda_context, hw)
+    else:
+        fit = FitResult(FitStatus.NO_FIT, compat.reason)
+    return BackendAssessment(backend.name, backend.display_name, compat, cache_type, vram, fit)
+
+
+def evaluate_branch(info: BranchInfo, context: int | None, cache: CacheType, hardware: Hardware) -> BranchRow:
+    """Assess every backend for one branch and pick the best compatible one."""
+    ctx = context_for(info, context)
+    assessments = tuple(_assess(b, info, ctx, cache, hardware) for b in BACKENDS)
+    usable = [a for a in assessments if a.compatibility.compatible]
+    if usable:
+        # Backends are listed in order of preference; among equal fits the earlier one wins.
+        best = min(usable, key=lambda a: FIT_ORDER.index(a.fit.status))
+        return BranchRow(info, ctx, assessments, best.fit, best.name)
+    reason = info.error or (f"Not GPTQ: {info.not_gptq_reason}" if not info.is_gptq else "")
+    reason = reason or "; ".join(a.compatibility.reason for a in assessments)
+    return BranchRow(info, ctx, assessments, FitResult(FitStatus.UNKNOWN, reason), None)
+
+
+def evaluate(
+    branches: tuple[BranchInfo, ...], context: int | None, cache: CacheType, hardware: Hardware
+) -> list[BranchRow]:
+    """The whole table."""
+    return [evaluate_branch(b, context, cache, hardware) for b in branches]
+
+
+def _fit_json(fit: FitResult) -> dict[str, Any]:
+    return {
+        "status": str(fit.status),
+        "message": fit.message,
+        "gpus_used": fit.gpus_used,
+        "split_bytes": list(fit.split_bytes),
+        "per_gpu": [
+            {
+                "index": g.gpu_index,
+                "name": g.gpu_name,
+                "status": str(g.status),
+                "need_bytes": g.need_bytes,
+                "free_bytes": g.free_bytes,
+            }
+            for g in fit.per_gpu
+        ],
+    }
+
+
+def row_to_json(row: BranchRow) -> dict[str, Any]:
+    """The row as the CLI's ``--json`` prints it."""
+    info, q = row.info, row.info.quantization
+    exllama = row.backend("exllamav2").compatibility.branch_supported and info.is_gptq
+    return {
+        "branch": info.branch,
+        "commit": info.commit,
+        "is_gptq": info.is_gptq,
+        "not_gptq_reason": info.not_gptq_reason,
+        "error": info.error,
+        "bits": q.bits,
+        "group_size": q.group_size,
+        "act_order": q.act_order,
+        "damp_percent": q.damp_percent,
+        "sym": q.sym,
+        "true_sequential": q.true_sequential,
+        "checkpoint_format": q.checkpoint_format,
+        "quantization_source": q.source,
+        "dataset": info.dataset,
+        "seq_len": info.seq_len,
+        "size_bytes": info.size_bytes,
+        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in info.files],
+        "weight_files": [f.path for f in info.weight_files],
+        "model_type": info.architecture.model_type if info.architecture else None,
+        "architecture": info.architecture.__dict__ | {"architectures": list(info.architecture.architectures)}
+        if info.architecture
+        else None,
+        "exllama": exllama,
+        "card_exllama": info.card_exllama,
+        "context": row.context,
+        "backends": {
+            a.name: {
+                "compatible": a.compatibility.compatible,
+                "reason": a.compatibility.reason,
+                "cache_type": str(a.cache_type),
+                "vram_bytes": a.vram.total if a.vram else None,
+                "vram_parts": a.vram.parts() if a.vram else None,
+                "fit": _fit_json(a.fit),
+            }
+            for a in row.backends
+        },
+        "best_backend": row.best_backend,
+        "fits": _fit_json(row.fit),
+        "template": info.template.name,
+        "template_source": info.template.source,
+        "description": info.description,
+        "warnings": list(info.warnings),
+    }

@@ -1,0 +1,71 @@
+"""Fault injection settings and the per-emulator counters that make them finite."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+
+@dataclass
+class Faults:
+    """Network faults to inject into matching requests. Everything is off by default.
+
+    Applied in this order: ``latency_s``, ``fail_first``, then while a GET body is sent: ``throttle_bps``
+    and ``cut_after_bytes``.
+    """
+
+    path_contains: str | None = None  # only requests whose URL path contains this (None = all)
+    server: str | None = None  # "hub", "cdn" or None for both
+    cut_after_bytes: int | None = None  # drop the connection after N body bytes of a GET
+    cut_mode: str = "fin"  # "fin": clean close (truncated body); "rst": SO_LINGER 0 then close -> TCP RST
+    cut_times: int | None = 1  # how many responses get cut; None = every time
+    fail_first: int = 0  # answer the first K matching requests with fail_status
+    fail_status: int = 503
+    throttle_bps: int | None = None  # body bytes per second
+    latency_s: float = 0.0  # sleep before answering each matching request
+
+    def matches(self, server: str, raw_path: str, decoded_path: str) -> bool:
+        """Whether a request to ``server`` for this path is subject to these faults."""
+        if self.server is not None and self.server != server:
+            return False
+        if self.path_contains is None:
+            return True
+        # Match the decoded path too: callers write "sub/file.txt", clients send "sub%2Ffile.txt".
+        return self.path_contains in raw_path or self.path_contains in decoded_path
+
+
+class FaultCounters:
+    """Thread-safe counts of failed and cut responses since the last reset."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.failed = 0
+        self.cut = 0
+
+    def reset(self) -> None:
+        """Forget all counts (a fresh ``Faults`` starts from zero)."""
+        with self._lock:
+            self.failed = 0
+            self.cut = 0
+
+    def take_failure(self, faults: Faults) -> bool:
+        """Whether this request must be failed; counts it if so."""
+        with self._lock:
+            if self.failed < faults.fail_first:
+                self.failed += 1
+                return True
+            return False
+
+    def take_cut(self, faults: Faults, body_length: int) -> int | None:
+        """Byte offset at which to cut this GET body, or None; counts the cut if there is one.
+
+        A body not longer than ``cut_after_bytes`` cannot be truncated, so it is neither cut nor counted.
+        """
+        limit = faults.cut_after_bytes
+        if limit is None or body_length <= limit:
+            return None
+        with self._lock:
+            if faults.cut_times is not None and self.cut >= faults.cut_times:
+                return None
+            self.cut += 1
+        return max(limit, 0)
