@@ -5,7 +5,11 @@ Loading and generation join this protocol in the backends issue; these parts nee
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
 from typing import Protocol
 
 from app.catalog.branch import BranchInfo
@@ -71,3 +75,89 @@ def gptq_obstacle(branch: BranchInfo, supported_bits: tuple[int, ...], backend: 
             False, f"{backend} loads {accepted}-bit GPTQ only; this branch is {what}.", branch_supported=False
         )
     return None
+
+
+# -- running a model (implemented by each backend's load(); used by the chat engine) --------------
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampler settings; ``temperature == 0`` means greedy decoding."""
+
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 40
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 512
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        """Whether decoding is deterministic (argmax)."""
+        return self.temperature <= 0
+
+
+class StopReason(StrEnum):
+    """Why generation ended."""
+
+    EOS = "eos"
+    STOP_STRING = "stop_string"
+    LENGTH = "length"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """Final figures of one generation; the last item a ``generate`` iterator yields."""
+
+    prompt_tokens: int
+    new_tokens: int
+    seconds: float
+    time_to_first_token: float
+    stop_reason: StopReason
+    stop_string: str | None = None
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens per second of generation time (0 when nothing was generated)."""
+        return self.new_tokens / self.seconds if self.seconds > 0 and self.new_tokens else 0.0
+
+
+class Tokenizer(Protocol):
+    """What the chat engine needs of a loaded model's tokenizer."""
+
+    bos_token_id: int | None
+    eos_token_id: int | None
+    bos_token: str | None
+    eos_token: str | None
+    chat_template: str | None
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` without any special tokens added."""
+        ...
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ``ids`` (special tokens skipped)."""
+        ...
+
+
+class LoadedModel(Protocol):
+    """A model in memory, ready to generate."""
+
+    backend: str
+    model_dir: Path
+    tokenizer: Tokenizer
+    context_length: int
+    memory_bytes: int  # measured after load (CUDA: allocated; CPU: RSS delta)
+    load_seconds: float
+
+    def generate(
+        self, prompt: str | Sequence[int], sampling: Sampling, stop: Sequence[str], cancel: threading.Event
+    ) -> Iterator[str | GenerationStats]:
+        """Yield text chunks as produced, then one GenerationStats; stop strings are never yielded."""
+        ...
+
+    def unload(self) -> None:
+        """Free the model's memory (GPU and CPU)."""
+        ...
