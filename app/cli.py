@@ -11,6 +11,7 @@ from app import __version__
 from app.catalog.table import BranchRow
 from app.catalog.vram import CacheType, gib
 from app.errors import QuantDeskError
+from app.units import format_size
 
 _COMMANDS_HELP = "Run 'quantdesk branches TheBloke/Llama-2-70B-GPTQ' to see a repo's quantization branches."
 
@@ -81,7 +82,7 @@ def _vram_cell(row: BranchRow, backend: str) -> str:
     assessment = row.backend(backend)
     if assessment.vram is None:
         return "-"
-    value = f"{gib(assessment.vram.total):.2f}"
+    value = format_size(assessment.vram.total) + (" RAM" if assessment.on_cpu else "")
     return value if assessment.compatibility.compatible else f"({value})"
 
 
@@ -94,7 +95,7 @@ def _table_line(row: BranchRow) -> list[str]:
         str(q.bits or "-") if info.is_gptq else "-",
         str(q.group_size or "none") if info.is_gptq else "-",
         "-" if q.act_order is None or not info.is_gptq else ("yes" if q.act_order else "no"),
-        f"{gib(info.size_bytes):.2f}",
+        format_size(info.size_bytes),
         _vram_cell(row, "exllamav2"),
         _vram_cell(row, "gptqmodel"),
         status,
@@ -109,9 +110,9 @@ def format_table(rows: list[BranchRow]) -> str:
         "Bits",
         "Group",
         "Act",
-        "Size GiB",
-        "ExLlamaV2 GiB",
-        "GPTQModel GiB",
+        "Size",
+        "ExLlamaV2 needs",
+        "GPTQModel needs",
         "Fits",
         "Description",
     ]

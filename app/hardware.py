@@ -10,7 +10,7 @@ from typing import Any
 
 import psutil
 
-GIB = 1024**3
+from app.units import GIB
 
 
 @dataclass(frozen=True)

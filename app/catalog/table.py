@@ -4,7 +4,7 @@ machine, each backend's verdict, memory need and fit. Pure computation: no netwo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from app.backends import BACKENDS
@@ -25,8 +25,9 @@ class BackendAssessment:
     display_name: str
     compatibility: Compatibility
     cache_type: CacheType
-    vram: VramBreakdown | None
+    vram: VramBreakdown | None  # on a CPU run (``on_cpu``) these are bytes of RAM
     fit: FitResult
+    on_cpu: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,15 +58,18 @@ def _assess(
     compat = backend.compatibility(info, hw)
     cache_type = cache if cache in backend.cache_types else CacheType.FP16
     vram = backend.memory_estimate(info, context, cache_type) if compat.branch_supported else None
+    on_cpu = not hw.has_cuda_gpu and backend.runs_on_cpu
+    if vram is not None and on_cpu:
+        vram = replace(vram, cuda_context=0)  # a CPU run needs the same parts in RAM, without CUDA
     if vram is None or info.architecture is None:
         fit = FitResult(FitStatus.UNKNOWN, compat.reason)
+    elif on_cpu:
+        fit = assess_ram_fit(vram.total, hw)
     elif hw.has_cuda_gpu:
         fit = assess_gpu_fit(vram, info.architecture.layers, hw)
-    elif backend.runs_on_cpu:
-        fit = assess_ram_fit(vram.total - vram.cuda_context, hw)
     else:
         fit = FitResult(FitStatus.NO_FIT, compat.reason)
-    return BackendAssessment(backend.name, backend.display_name, compat, cache_type, vram, fit)
+    return BackendAssessment(backend.name, backend.display_name, compat, cache_type, vram, fit, on_cpu)
 
 
 def evaluate_branch(info: BranchInfo, context: int | None, cache: CacheType, hardware: Hardware) -> BranchRow:
@@ -144,6 +148,7 @@ def row_to_json(row: BranchRow) -> dict[str, Any]:
                 "reason": a.compatibility.reason,
                 "cache_type": str(a.cache_type),
                 "vram_bytes": a.vram.total if a.vram else None,
+                "memory_kind": "ram" if a.on_cpu else "vram",
                 "vram_parts": a.vram.parts() if a.vram else None,
                 "fit": _fit_json(a.fit),
             }

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from app.catalog.architecture import Architecture
+from app.units import GIB, gib
 
-GIB = 1024**3
+__all__ = ["CACHE_BITS", "CUDA_CONTEXT_BYTES", "GIB", "CacheType", "VramBreakdown", "gib", "kv_cache_bytes"]
 
 
 class CacheType(StrEnum):
@@ -77,7 +78,3 @@ class VramBreakdown:
             self.weights, self.kv_cache, self.scratch, CUDA_CONTEXT_BYTES * max(1, gpu_count)
         )
 
-
-def gib(value: int) -> float:
-    """Bytes as GiB, for display."""
-    return value / GIB
