@@ -77,4 +77,3 @@ class VramBreakdown:
         return VramBreakdown(
             self.weights, self.kv_cache, self.scratch, CUDA_CONTEXT_BYTES * max(1, gpu_count)
         )
-
