@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     branches.add_argument("--offline", action="store_true", help="show the cached table without the network")
     branches.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_download_parser(commands)
+    _add_chat_parsers(commands)
     return parser
 
 
@@ -103,8 +105,8 @@ def _table_line(row: BranchRow) -> list[str]:
     ]
 
 
-def format_table(rows: list[BranchRow]) -> str:
-    """The branch table as aligned plain text."""
+def format_table(rows: list[BranchRow], local: dict[str, str] | None = None) -> str:
+    """The branch table as aligned plain text (with a "Local" column when ``local`` is given)."""
     headers = [
         "Branch",
         "Bits",
@@ -117,6 +119,9 @@ def format_table(rows: list[BranchRow]) -> str:
         "Description",
     ]
     lines = [_table_line(r) for r in rows]
+    if local is not None:
+        headers.append("Local")
+        lines = [[*line, local.get(r.info.branch, "-")] for line, r in zip(lines, rows, strict=True)]
     widths = [max([len(h)] + [len(line[i]) for line in lines]) for i, h in enumerate(headers)]
     out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     out.append("  ".join("-" * w for w in widths))
@@ -139,11 +144,12 @@ def _branches(args: argparse.Namespace) -> int:
     if args.gpus:
         hardware = planned_hardware(hardware, args.gpus)
     rows = evaluate(catalog.branches, args.context, CacheType(args.cache), hardware)
+    local = _local_states(catalog.repo_id, {b.branch: b.commit for b in catalog.branches})
     if args.json:
-        print(json.dumps([row_to_json(r) for r in rows], indent=2))
+        print(json.dumps([row_to_json(r, local.get(r.info.branch)) for r in rows], indent=2))
     else:
         print(f"{catalog.repo_id}: {len(rows)} branch{'es' if len(rows) != 1 else ''}")
-        print(format_table(rows))
+        print(format_table(rows, local))
         gpus = ", ".join(f"{g.name} ({gib(g.free_bytes):.1f} GiB free)" for g in hardware.gpus)
         print(f"\nGPUs: {gpus or hardware.gpu_note}")
         print(f"Cache type: {args.cache}. A size in parentheses: that backend cannot run the branch here.")
@@ -155,14 +161,99 @@ def _branches(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_states(repo_id: str, commits: dict[str, str]) -> dict[str, str]:
+    """Which branches are on this machine ("downloaded", "update available", "incomplete")."""
+    from app.downloads.registry import branch_states
+
+    return branch_states(repo_id, commits)
+
+
+# -- quantdesk download -----------------------------------------------------------------------------
+
+
+def _add_download_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    download = commands.add_parser(
+        "download",
+        help="download (or resume, or update) one branch of a repo",
+        description="Download a branch's weights, configs and tokenizer files into the models folder, "
+        "resumably: Ctrl-C keeps what was fetched and running the same command again resumes. "
+        "Prints the model folder's path last when every file is verified.",
+    )
+    download.add_argument("repo", help="org/name or org/name:branch (default branch: main)")
+    download.add_argument("--dir", default=None, help="the model folder (default: <data dir>/models/...)")
+    download.add_argument("--jobs", type=_positive_int, default=4, help="files in parallel (default 4)")
+    download.add_argument("--all-files", action="store_true", help="fetch every file of the branch")
+
+
+def _download(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from app.catalog.repo_ref import parse_repo_ref
+    from app.downloads import BranchDownload, DownloadOptions, Outcome
+    from app.downloads.cli_progress import ProgressPrinter
+
+    ref = parse_repo_ref(args.repo)
+    options = DownloadOptions(
+        target=Path(args.dir).expanduser() if args.dir else None, jobs=args.jobs, all_files=args.all_files
+    )
+    printer = ProgressPrinter(sys.stderr)
+    job = BranchDownload(ref.repo_id, ref.branch or "main", options=options, on_progress=printer)
+    try:
+        result = job.run()
+    except KeyboardInterrupt:
+        printer.finish()
+        print(
+            "Paused: what was downloaded is kept. Run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        printer.finish()
+    if result.outcome is not Outcome.COMPLETE:
+        print(f"error: download {result.outcome}.", file=sys.stderr)
+        return 1
+    if result.source == "hf-cache":
+        print("Already in the Hugging Face cache; nothing downloaded.", file=sys.stderr)
+    print(result.path)
+    return 0
+
+
+# -- quantdesk chat / quantdesk render ----------------------------------------------------------------
+
+
+def _add_chat_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from app.chat.cli import add_chat_parser, add_render_parser
+
+    add_chat_parser(commands)
+    from app.remote_chat import add_remote_options  # --endpoint/--model/--api-key-env (remote servers)
+
+    add_remote_options(commands.choices["chat"])
+    add_render_parser(commands)
+
+
+def _chat_command(args: argparse.Namespace) -> int:
+    from app.chat.cli import run_chat, run_render
+    from app.remote_chat import run_remote_chat, wants_remote
+
+    if args.command == "chat" and wants_remote(args):
+        return run_remote_chat(args)
+    return run_chat(args) if args.command == "chat" else run_render(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``quantdesk`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        return 0
+        # No command: open the main window (Qt is imported only on this path; --help prints help).
+        from app.ui.app import run_gui
+
+        return run_gui()
     try:
+        if args.command == "download":
+            return _download(args)
+        if args.command in ("chat", "render"):
+            return _chat_command(args)
         return _branches(args)
     except QuantDeskError as exc:
         print(f"error: {exc.user_message}", file=sys.stderr)

@@ -63,3 +63,22 @@ def private_hub(
     with HubEmulator(root, tokens=EMULATOR_TOKENS) as emulator:
         monkeypatch.setenv("HF_ENDPOINT", emulator.endpoint)
         yield emulator
+
+
+# Real GPTQ models (tiny Llama branches, SmolLM2-135M), built at test time and cached by their inputs.
+from tests.models.fixtures import smollm2_dir, tiny_gptqmodel, tiny_models  # noqa: E402
+
+__all__ = ["smollm2_dir", "tiny_gptqmodel", "tiny_models"]
+
+# Remote engines: a real llama.cpp OpenAI-compatible server (SmolLM2 GGUF) and a scripted HTTP server.
+from tests.remote_fixtures import disposable_llama_server, llama_server, scripted_server  # noqa: E402
+
+__all__ += ["disposable_llama_server", "llama_server", "scripted_server"]
+
+
+@pytest.fixture(autouse=True)
+def _hub_cache_follows_hf_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importing gptqmodel imports tokenicer, which sets HF_HUB_CACHE (and HF_HOME) for the whole process
+    (to /tmp/tokenicer_hf_home/hub when imported at collection): every test would then share one HF cache
+    across tests and runs. Drop it so each test's HF_HOME (isolated_home) decides the cache."""
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)

@@ -21,7 +21,7 @@ def _hw(*free_gib: float, ram_gib: float = 32) -> Hardware:
 def test_fits_with_margin_on_one_gpu() -> None:
     result = assess_gpu_fit(NEED_20, 80, _hw(23.5))
     assert result.status is FitStatus.FITS and result.gpus_used == 1
-    assert "20.0 of 23.5 GiB" in result.message
+    assert "20.00 GiB of 23.50 GiB free" in result.message
 
 
 def test_tight_when_within_free_but_without_margin() -> None:
@@ -32,7 +32,7 @@ def test_tight_when_within_free_but_without_margin() -> None:
 def test_uses_free_not_total_memory() -> None:
     result = assess_gpu_fit(NEED_20, 80, _hw(12))  # a 24 GiB card with half of it in use
     assert result.status is FitStatus.NO_FIT
-    assert "needs 20.0 GiB" in result.message and "12.0 GiB free" in result.message
+    assert "needs 20.00 GiB" in result.message and "12.00 GiB free" in result.message
 
 
 def test_split_across_two_gpus_pays_a_context_and_scratch_on_each() -> None:

@@ -6,7 +6,7 @@ Loading and generation join this protocol in the backends issue; these parts nee
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +26,15 @@ class Compatibility:
     reason: str
     # False when the branch itself is the obstacle (bits, architecture), True when only this machine is.
     branch_supported: bool = True
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Whether a backend's library can run here, found without importing it."""
+
+    available: bool
+    reason: str
+    version: str | None = None
 
 
 class BackendRules(Protocol):
@@ -160,4 +169,40 @@ class LoadedModel(Protocol):
 
     def unload(self) -> None:
         """Free the model's memory (GPU and CPU)."""
+        ...
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+
+# progress(fraction 0..1, what is happening in words)
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """How to load a model. ``trust_remote_code`` is True only when the user consented for this model."""
+
+    context_length: int | None = None  # None: the model's own maximum
+    cache_type: CacheType = CacheType.FP16
+    device: str = "auto"  # "auto" (GPU when there is one), "cpu" or "cuda"
+    gpu_split: tuple[float, ...] | None = None  # GiB per GPU; None: split automatically
+    trust_remote_code: bool = False
+
+
+class Backend(BackendRules, Protocol):
+    """A backend that can also load models: rules plus probe and load."""
+
+    def probe(self) -> Probe:
+        """Can the backend's library run here at all? Never imports it."""
+        ...
+
+    def load(
+        self,
+        model_dir: Path,
+        settings: LoadSettings,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> LoadedModel:
+        """Load ``model_dir``; raises a typed ``ModelLoadError`` (``LoadCancelledError`` when cancelled)."""
         ...

@@ -6,9 +6,23 @@ imported lazily, only when a model is loaded.
 
 from __future__ import annotations
 
-from app.backends.base import Compatibility, gptq_obstacle, weights_bytes
+import threading
+from pathlib import Path
+
+from app.backends.base import (
+    Compatibility,
+    LoadedModel,
+    LoadSettings,
+    Probe,
+    ProgressCallback,
+    gptq_obstacle,
+    weights_bytes,
+)
+from app.backends.preflight import architecture_label, check_cancel, read_config
+from app.backends.probing import package_probe, torch_has_cuda
 from app.catalog.branch import BranchInfo
 from app.catalog.vram import CUDA_CONTEXT_BYTES, GIB, CacheType, VramBreakdown, kv_cache_bytes
+from app.errors import UnsupportedArchitectureError
 from app.hardware import Hardware
 
 # Architecture classes ExLlamaV2 0.3.2 recognises (its architecture.py). Others it would try as
@@ -81,8 +95,11 @@ def scratch_bytes(parameters: int) -> int:
     return max(_MIN_SCRATCH, int(_SCRATCH_7B + (parameters - 7e9) * per_param))
 
 
+TESTED_VERSION_PREFIX = "0.3."
+
+
 class ExLlamaV2Rules:
-    """Compatibility and memory rules of the ExLlamaV2 backend."""
+    """The ExLlamaV2 backend: compatibility and memory rules (import-free), probe and load."""
 
     name: str = "exllamav2"
     display_name: str = "ExLlamaV2"
@@ -143,3 +160,43 @@ class ExLlamaV2Rules:
             scratch=scratch_bytes(arch.parameter_count()),
             cuda_context=CUDA_CONTEXT_BYTES,
         )
+
+    def probe(self) -> Probe:
+        """Installed, and torch is a CUDA build (``import exllamav2`` compiles against it)."""
+        probe = package_probe("exllamav2", self.display_name, TESTED_VERSION_PREFIX, ("torch",), "exllama")
+        if probe.available and not torch_has_cuda():
+            return Probe(
+                False, "ExLlamaV2 needs a CUDA build of PyTorch; this one is CPU-only.", probe.version
+            )
+        return probe
+
+    def load(
+        self,
+        model_dir: Path,
+        settings: LoadSettings,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> LoadedModel:
+        """Load a 4-bit GPTQ branch on the GPU(s) with the chosen cache type."""
+        report = progress or (lambda fraction, message: None)
+        check_cancel(cancel)
+        config = read_config(model_dir)
+        architectures = config.get("architectures") or []
+        known = (
+            any(a in SUPPORTED_ARCHITECTURES for a in architectures)
+            if architectures
+            else config.get("model_type") in SUPPORTED_MODEL_TYPES
+        )
+        if not known:
+            raise UnsupportedArchitectureError(
+                f"ExLlamaV2 does not support the {architecture_label(config)} architecture.",
+                "Load this model with GPTQModel instead.",
+            )
+        report(0.0, "Importing ExLlamaV2")
+        from app.backends import exllamav2_runtime
+
+        check_cancel(cancel)
+        return exllamav2_runtime.load(model_dir, settings, report, cancel)
+
+
+ExLlamaV2Backend = ExLlamaV2Rules

@@ -5,12 +5,43 @@ This module holds the import-free rules; the library (4-7 s to import) loads onl
 
 from __future__ import annotations
 
-from app.backends.base import Compatibility, gptq_obstacle, weights_bytes
+import os
+import threading
+from pathlib import Path
+
+from app.backends.base import (
+    Compatibility,
+    LoadedModel,
+    LoadSettings,
+    Probe,
+    ProgressCallback,
+    gptq_obstacle,
+    weights_bytes,
+)
+from app.backends.preflight import check_cancel
+from app.backends.probing import package_probe
 from app.catalog.branch import BranchInfo
 from app.catalog.vram import CUDA_CONTEXT_BYTES, CacheType, VramBreakdown, kv_cache_bytes
 from app.hardware import Hardware
 
 SUPPORTED_BITS = (2, 3, 4, 8)
+# Tested major version; others may work but are reported.
+TESTED_VERSION_PREFIX = "7."
+
+# Set in-process before gptqmodel (or torch) is first imported (NOTES.md "GPTQModel on CPU"): on two
+# cores quantizing fails without the worker count, the pack extension takes 30 s to build, and
+# BACKEND.TORCH otherwise torch.compiles (seconds per token instead of milliseconds).
+CPU_ENVIRONMENT = {
+    "GPTQMODEL_CPU_WORKERS": "2",
+    "GPTQMODEL_DISABLE_PACK_EXT": "1",
+    "TORCHDYNAMO_DISABLE": "1",
+}
+
+
+def prepare_environment() -> None:
+    """Set :data:`CPU_ENVIRONMENT` unless the user set those variables already."""
+    for key, value in CPU_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
 
 
 def prefill_activation_bytes(intermediate: int, prompt_tokens: int) -> int:
@@ -19,7 +50,7 @@ def prefill_activation_bytes(intermediate: int, prompt_tokens: int) -> int:
 
 
 class GPTQModelRules:
-    """Compatibility and memory rules of the GPTQModel backend."""
+    """The GPTQModel backend: compatibility and memory rules (import-free), probe and load."""
 
     name: str = "gptqmodel"
     display_name: str = "GPTQModel"
@@ -51,3 +82,28 @@ class GPTQModelRules:
             scratch=prefill_activation_bytes(arch.intermediate, context),
             cuda_context=CUDA_CONTEXT_BYTES,
         )
+
+    def probe(self) -> Probe:
+        """Installed, with torch; found without importing either."""
+        return package_probe("gptqmodel", "GPTQModel", TESTED_VERSION_PREFIX, needs=("torch", "transformers"))
+
+    def load(
+        self,
+        model_dir: Path,
+        settings: LoadSettings,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> LoadedModel:
+        """Load a GPTQ branch on the CPU (BACKEND.TORCH) or the GPU (GPTQModel's best kernel)."""
+        report = progress or (lambda fraction, message: None)
+        check_cancel(cancel)
+        report(0.0, "Importing GPTQModel (a few seconds the first time)")
+        prepare_environment()
+        from app.backends import gptqmodel_runtime
+
+        check_cancel(cancel)
+        report(0.1, "Checking the model files")
+        return gptqmodel_runtime.load(model_dir, settings, report, cancel)
+
+
+GPTQModelBackend = GPTQModelRules

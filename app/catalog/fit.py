@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from app.catalog.vram import VramBreakdown, gib
+from app.catalog.vram import VramBreakdown
 from app.hardware import GpuInfo, Hardware
+from app.units import format_size
 
 # Above this share of free memory a load may still fail (fragmentation, other apps): call it "tight".
 TIGHT_SHARE = 0.9
@@ -85,7 +86,7 @@ def assess_gpu_fit(need: VramBreakdown, layers: int, hardware: Hardware) -> FitR
         return FitResult(
             best.status,
             f"{best.status.capitalize()} on GPU {best.gpu_index} ({best.gpu_name}): needs "
-            f"{gib(need.total):.1f} of {gib(best.free_bytes):.1f} GiB free.",
+            f"{format_size(need.total)} of {format_size(best.free_bytes)} free.",
             per_gpu,
             1,
             (need.total,),
@@ -94,11 +95,11 @@ def assess_gpu_fit(need: VramBreakdown, layers: int, hardware: Hardware) -> FitR
         for share, status in ((TIGHT_SHARE, FitStatus.FITS), (1.0, FitStatus.TIGHT)):
             placed = _split(need, layers, hardware.gpus, share)
             if placed:
-                parts = " + ".join(f"{gib(b):.1f}" for b in placed)
+                parts = " + ".join(format_size(b) for b in placed)
                 word = "Fits" if status is FitStatus.FITS else "Tight"
                 return FitResult(
                     status,
-                    f"{word} split across {len(placed)} GPUs: {parts} GiB.",
+                    f"{word} split across {len(placed)} GPUs: {parts}.",
                     per_gpu,
                     len(placed),
                     tuple(placed),
@@ -107,7 +108,7 @@ def assess_gpu_fit(need: VramBreakdown, layers: int, hardware: Hardware) -> FitR
     count = len(hardware.gpus)
     return FitResult(
         FitStatus.NO_FIT,
-        f"Doesn't fit: needs {gib(need.total):.1f} GiB, {gib(free):.1f} GiB free on {count} "
+        f"Doesn't fit: needs {format_size(need.total)}, {format_size(free)} free on {count} "
         f"GPU{'s' if count > 1 else ''}. Try a shorter context, a smaller cache type or fewer bits.",
         per_gpu,
     )
@@ -120,9 +121,9 @@ def assess_ram_fit(need_bytes: int, hardware: Hardware) -> FitResult:
     if need_bytes <= free:
         return FitResult(
             FitStatus.CPU_ONLY,
-            f"{prefix}Runs on the CPU: needs {gib(need_bytes):.1f} of {gib(free):.1f} GiB free RAM.",
+            f"{prefix}Runs on the CPU: needs {format_size(need_bytes)} of {format_size(free)} free RAM.",
         )
     return FitResult(
         FitStatus.NO_FIT,
-        f"{prefix}Not enough RAM for a CPU run: needs {gib(need_bytes):.1f} GiB, {gib(free):.1f} GiB free.",
+        f"{prefix}Not enough RAM for a CPU run: needs {format_size(need_bytes)}, {format_size(free)} free.",
     )

@@ -39,6 +39,16 @@ _MAX_TEXT_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
+class RemoteFile:
+    """One file of a branch with both identities the Hub gives: git blob oid and, for LFS, sha256."""
+
+    path: str
+    size: int
+    sha256: str | None  # LFS files only
+    git_oid: str  # sha1 of the git blob (for LFS files: of the pointer file)
+
+
+@dataclass(frozen=True)
 class BranchRef:
     """A branch and the commit it points at."""
 
@@ -90,6 +100,40 @@ class HubClient:
 
         # list_repo_tree already retries 5xx with backoff (up to ~23 s); retrying again would triple it.
         return self._call(repo_id, branch, fetch, retry=False)
+
+    def file_tree(self, repo_id: str, commit: str, branch: str) -> list[RemoteFile]:
+        """Like :meth:`tree`, plus each file's git blob oid (lets an update skip unchanged small files)."""
+
+        def fetch() -> list[RemoteFile]:
+            entries = self._api.list_repo_tree(
+                repo_id, recursive=True, revision=commit, token=self.token or False
+            )
+            return [
+                RemoteFile(e.path, int(e.size), e.lfs.sha256 if e.lfs else None, e.blob_id)
+                for e in entries
+                if isinstance(e, RepoFile)
+            ]
+
+        return self._call(repo_id, branch, fetch, retry=False)
+
+    def branch_commit(self, repo_id: str, branch: str) -> str:
+        """The commit a branch points at now; RevisionNotFoundError when there is no such branch."""
+        for ref in self.branches(repo_id):
+            if ref.name == branch:
+                return ref.commit
+        raise errors.RevisionNotFoundError(
+            f"Branch '{branch}' does not exist in {repo_id}.", "Pick one of the repo's branches."
+        )
+
+    def map_error(self, exc: Exception, repo_id: str, branch: str | None) -> tuple[Exception, bool]:
+        """(QuantDesk error for ``exc``, whether it is worth retrying), with the same wording as every call.
+
+        Exceptions this module does not know are returned unchanged (not retryable).
+        """
+        translated = self._translate(exc, repo_id, branch)
+        if isinstance(translated, _TransientError):
+            return translated.error, True
+        return translated, False
 
     def text_file(self, repo_id: str, commit: str, path: str, branch: str) -> str | None:
         """A small text file at ``commit``; None when the branch has no such file."""

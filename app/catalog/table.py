@@ -112,8 +112,12 @@ def _fit_json(fit: FitResult) -> dict[str, Any]:
     }
 
 
-def row_to_json(row: BranchRow) -> dict[str, Any]:
-    """The row as the CLI's ``--json`` prints it."""
+def row_to_json(row: BranchRow, local: str | None = None) -> dict[str, Any]:
+    """The row as the CLI's ``--json`` prints it.
+
+    ``local`` is the branch's state on this machine ("downloaded", "update available", "incomplete" or
+    None), computed by the caller from the local-model registry so the catalog stays free of it.
+    """
     info, q = row.info, row.info.quantization
     exllama = row.backend("exllamav2").compatibility.branch_supported and info.is_gptq
     return {
@@ -160,4 +164,5 @@ def row_to_json(row: BranchRow) -> dict[str, Any]:
         "template_source": info.template.source,
         "description": info.description,
         "warnings": list(info.warnings),
+        "local": local,
     }

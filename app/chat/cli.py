@@ -1,0 +1,433 @@
+"""``quantdesk chat`` and ``quantdesk render``: argument definitions and handlers.
+
+``app.cli`` registers these subcommands and dispatches to :func:`run_chat`/:func:`run_render`. Nothing
+heavy is imported here at module level: a backend (torch, gptqmodel) loads only inside
+:func:`run_chat`, once a model is about to be loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from app.backends.base import StopReason
+from app.chat.conversation import ChatMeta
+from app.chat.detection import TemplateChoice, detect_for_model
+from app.chat.engine import ChatSession, ChatSettings, ReplyEnd
+from app.chat.model_files import ModelFiles, local_branch_info, read_model_files
+from app.chat.profiles import (
+    MeasuredMemory,
+    ModelSettings,
+    ProfileStore,
+    effective_settings,
+    local_profile_key,
+    model_layer,
+)
+from app.chat.templates import (
+    DEFAULT_BOS_TOKEN,
+    DEFAULT_EOS_TOKEN,
+    ChatMessage,
+    Role,
+    get_template,
+    load_user_templates,
+    render_text,
+    template_names,
+)
+from app.errors import ChatError, ChatModelNotFoundError, InvalidRepoIdError
+
+BACKEND_CHOICES = ("auto", "gptqmodel", "exllamav2")
+REPL_HELP = (
+    "Commands: /reset (new conversation), /save (keep this conversation), /exit. Ctrl-C stops a reply."
+)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return value
+
+
+def _temperature(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 5:
+        raise argparse.ArgumentTypeError("must be between 0 (greedy) and 5")
+    return value
+
+
+def add_chat_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``quantdesk chat``."""
+    chat = commands.add_parser(
+        "chat",
+        help="chat with a downloaded model (one prompt, or an interactive session)",
+        description="Chat with a model folder or a downloaded REPO[:BRANCH]. With --prompt, print only the "
+        "reply and exit; without it, an interactive session that streams replies. The model's profile "
+        "applies; --save-profile stores the given options in it.",
+        epilog=REPL_HELP,
+    )
+    chat.add_argument("model", help="a model folder, or REPO[:BRANCH] downloaded with 'quantdesk download'")
+    chat.add_argument(
+        "--backend", choices=BACKEND_CHOICES, default=None, help="inference backend (default auto)"
+    )
+    chat.add_argument("--template", default=None, help="prompt template name, or 'jinja' for the model's own")
+    chat.add_argument("--system", default=None, help="system prompt ('' for none)")
+    chat.add_argument("--prompt", default=None, help="send this one message, print the reply and exit")
+    chat.add_argument("--max-new-tokens", type=_positive_int, default=None, help="longest reply in tokens")
+    chat.add_argument("--temperature", type=_temperature, default=None, help="0 for greedy decoding")
+    chat.add_argument("--seed", type=int, default=None, help="sampling seed (reproducible replies)")
+    chat.add_argument("--context", type=_positive_int, default=None, help="context length to load with")
+    chat.add_argument(
+        "--save-profile", action="store_true", help="store these options in the model's profile"
+    )
+
+
+def add_render_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``quantdesk render``."""
+    render = commands.add_parser(
+        "render",
+        help="print the exact prompt a template makes of a conversation",
+        description="Print the exact prompt text a template produces for the messages in FILE.json "
+        '(a list of {role, content}, or {"messages": [...]}), BOS/EOS spelled as the tokenizer\'s '
+        "strings ('<s>'/'</s>' without --model). Templates: " + ", ".join(template_names()) + ".",
+    )
+    render.add_argument("--template", default=None, help="template name (default: detected from --model)")
+    render.add_argument("--system", default=None, help="system prompt ('' for none; default: the template's)")
+    render.add_argument("--messages", required=True, type=Path, help="JSON file with the messages")
+    render.add_argument(
+        "--model", type=Path, default=None, help="model folder: its tokenizer's BOS/EOS and template"
+    )
+    render.add_argument(
+        "--no-generation-prompt", action="store_true", help="do not open the assistant's turn at the end"
+    )
+
+
+# -- render -------------------------------------------------------------------------------------------
+
+
+def _read_messages(path: Path) -> list[ChatMessage]:
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ChatError(f"Cannot read {path}: {exc.strerror or exc}.", "Check the path.") from exc
+    except ValueError as exc:
+        raise ChatError(f"{path} is not valid JSON: {exc}.", "Fix the file.") from exc
+    if isinstance(data, dict):
+        data = data.get("messages")
+    hint = 'Give a list like [{"role": "user", "content": "Hello!"}].'
+    if not isinstance(data, list):
+        raise ChatError(f"{path} holds no message list.", hint)
+    messages: list[ChatMessage] = []
+    for i, item in enumerate(data, 1):
+        if not isinstance(item, dict) or not isinstance(item.get("content"), str):
+            raise ChatError(f"Message {i} in {path} needs a text 'content'.", hint)
+        try:
+            role = Role(str(item.get("role")))
+        except ValueError as exc:
+            raise ChatError(
+                f"Message {i} in {path} has role {item.get('role')!r}.", "Roles: system, user, assistant."
+            ) from exc
+        messages.append(ChatMessage(role, item["content"]))
+    return messages
+
+
+def render_prompt(
+    messages: list[ChatMessage],
+    choice_or_name: TemplateChoice | str,
+    *,
+    system: str | None = None,
+    bos_token: str | None = DEFAULT_BOS_TOKEN,
+    eos_token: str | None = DEFAULT_EOS_TOKEN,
+    add_generation_prompt: bool = True,
+) -> str:
+    """The prompt text for ``messages``: ``system`` (if given) replaces theirs; else theirs, else the
+    template's default system prompt."""
+    template = (
+        get_template(choice_or_name, load_user_templates())
+        if isinstance(choice_or_name, str)
+        else choice_or_name.template
+    )
+    body = [m for m in messages if m.role is not Role.SYSTEM]
+    own_system = next((m.content for m in messages if m.role is Role.SYSTEM), None)
+    text = system if system is not None else own_system if own_system is not None else template.default_system
+    full = ([ChatMessage(Role.SYSTEM, text)] if text else []) + body
+    continuing = not add_generation_prompt and bool(body) and body[-1].role is Role.ASSISTANT
+    segments = template.render(full, add_generation_prompt=add_generation_prompt, continue_final=continuing)
+    return render_text(segments, bos_token, eos_token)
+
+
+def run_render(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """``quantdesk render``: print the exact prompt text (to ``out``, default stdout)."""
+    out = out or sys.stdout
+    messages = _read_messages(args.messages)
+    if args.model is not None:
+        files = read_model_files(args.model)
+        choice = detect_for_model(files, chat_override=args.template, user_templates=load_user_templates())
+        print(f"template: {choice.label}: {choice.detail}", file=sys.stderr)
+        text = render_prompt(
+            messages,
+            choice,
+            system=args.system,
+            bos_token=files.bos_token,
+            eos_token=files.eos_token,
+            add_generation_prompt=not args.no_generation_prompt,
+        )
+    else:
+        if not args.template:
+            raise ChatError("Name a template with --template, or give a model folder with --model.", "")
+        text = render_prompt(
+            messages, args.template, system=args.system, add_generation_prompt=not args.no_generation_prompt
+        )
+    out.write(text)
+    if out.isatty():
+        out.write("\n")  # the exact text may not end in a newline; keep the shell prompt off it
+    out.flush()
+    return 0
+
+
+# -- chat ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model folder and what is known of its origin."""
+
+    model_dir: Path
+    repo_id: str | None
+    branch: str | None
+    commit: str | None
+
+
+def resolve_model(text: str) -> ResolvedModel:
+    """A model folder as given, or the downloaded copy of ``REPO[:BRANCH]`` (QuantDesk's folders first,
+    then the Hugging Face cache). ChatModelNotFoundError when it is neither."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        files = read_model_files(path)
+        return ResolvedModel(path, files.repo_id, files.branch, files.commit)
+    from app.catalog.repo_ref import parse_repo_ref
+
+    try:
+        ref = parse_repo_ref(text)
+    except InvalidRepoIdError as exc:
+        raise ChatModelNotFoundError(
+            f"'{text}' is neither a model folder nor a repo id.", "Give a folder or REPO[:BRANCH]."
+        ) from exc
+    branch = ref.branch or "main"
+    from app.downloads.registry import list_local_models
+
+    found = [m for m in list_local_models() if m.repo_id == ref.repo_id and m.branch == branch and m.complete]
+    if not found:
+        raise ChatModelNotFoundError(
+            f"{ref.repo_id}:{branch} is not downloaded.",
+            f"Run 'quantdesk download {ref.repo_id}:{branch}' first.",
+        )
+    model = found[0]
+    return ResolvedModel(model.path, model.repo_id, model.branch, model.commit)
+
+
+def _chat_layer(args: argparse.Namespace) -> ModelSettings:
+    return ModelSettings(
+        backend=args.backend,
+        context_length=args.context,
+        template=args.template,
+        system_prompt=args.system,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
+
+
+def load_model(
+    files: ModelFiles, backend_name: str, settings: Any, progress: Callable[[float, str], None]
+) -> Any:
+    """Choose a backend the way the catalog does (``backend_name`` "auto" or an override that is
+    refused with its reason when it cannot work) and load the folder with it.
+
+    Imports the backends package here, not at module level: the CLI must start without torch.
+    """
+    from app.backends import select
+    from app.hardware import detect_hardware
+
+    selection = select(
+        local_branch_info(files), detect_hardware(), None if backend_name == "auto" else backend_name
+    )
+    print(f"Backend: {selection.backend.display_name}: {selection.reason}", file=sys.stderr)
+    return selection.backend.load(files.model_dir, settings, progress)
+
+
+class _Printer:
+    """Loading progress redrawn on one stderr line (silent when stderr is not a terminal)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if self.live:
+            self.stream.write(f"\r{message} ({fraction:.0%})\033[K")
+            self.stream.flush()
+
+    def done(self) -> None:
+        if self.live:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def _stream_reply(chunks: Iterator[str | ReplyEnd], session: ChatSession, out: TextIO) -> ReplyEnd | None:
+    """Print a reply as it streams; Ctrl-C stops it (the partial reply is kept)."""
+    end: ReplyEnd | None = None
+    try:
+        for item in chunks:
+            if isinstance(item, ReplyEnd):
+                end = item
+            else:
+                out.write(item)
+                out.flush()
+    except KeyboardInterrupt:
+        session.stop()
+        for item in chunks:  # drain: the backend ends within one token
+            if isinstance(item, ReplyEnd):
+                end = item
+    out.write("\n")
+    out.flush()
+    if end is not None and end.stats.stop_reason is StopReason.LENGTH:
+        print("note: the reply reached the length limit (--max-new-tokens).", file=sys.stderr)
+    return end
+
+
+def run_chat(args: argparse.Namespace, out: TextIO | None = None, inp: TextIO | None = None) -> int:
+    """``quantdesk chat``: one prompt (``--prompt``) or an interactive session (stdout/stdin by default)."""
+    out = out or sys.stdout
+    inp = inp or sys.stdin
+    resolved = resolve_model(args.model)
+    # The registry knows the branch of a Hugging Face cache snapshot; the folder alone does not.
+    files = replace(
+        read_model_files(resolved.model_dir),
+        repo_id=resolved.repo_id,
+        branch=resolved.branch,
+        commit=resolved.commit,
+    )
+    repo_id, branch = (
+        (resolved.repo_id, resolved.branch or "main")
+        if resolved.repo_id
+        else local_profile_key(resolved.model_dir)
+    )
+    profiles = ProfileStore()
+    loaded = profiles.load(repo_id, branch)
+    if loaded.warning:
+        print(f"warning: {loaded.warning}", file=sys.stderr)
+    chat_layer = _chat_layer(args)
+    profile_settings = loaded.profile.settings
+    # Detect first: an unknown --template fails here, before it could be saved into the profile.
+    choice = detect_for_model(
+        files,
+        chat_override=args.template,
+        profile_override=profile_settings.template,
+        user_templates=load_user_templates(),
+    )
+    if args.save_profile:
+        profile_settings = profiles.update(repo_id, branch, chat_layer).settings
+        print(f"Saved these options in the profile of {repo_id}:{branch}.", file=sys.stderr)
+    effective = effective_settings(model_layer(files), profile_settings, chat_layer)
+    print(f"Template: {choice.label}: {choice.detail}", file=sys.stderr)
+
+    printer = _Printer(sys.stderr)
+    model = load_model(files, str(effective.value("backend")), effective.load_settings(), printer)
+    printer.done()
+    try:
+        profiles.record_memory(
+            repo_id, branch, MeasuredMemory(model.backend, int(model.memory_bytes), int(model.context_length))
+        )
+        settings = ChatSettings(
+            system_prompt=effective.value("system_prompt"),
+            sampling=effective.sampling(),
+            extra_stop_strings=tuple(effective.value("extra_stop_strings") or ()),
+            add_bos=files.add_bos_token is True,
+        )
+        session = ChatSession(model, choice, settings=settings)
+        session.conversation.meta = _meta(resolved, model.backend, choice, settings)
+        if args.prompt is not None:
+            _stream_reply(session.send(args.prompt), session, out)
+            return 0
+        return _repl(session, out, inp)
+    finally:
+        model.unload()
+
+
+def _meta(resolved: ResolvedModel, backend: str, choice: TemplateChoice, settings: ChatSettings) -> ChatMeta:
+    sampling = settings.sampling
+    return ChatMeta(
+        repo_id=resolved.repo_id,
+        branch=resolved.branch,
+        commit=resolved.commit,
+        model_dir=str(resolved.model_dir),
+        backend=backend,
+        template=choice.name,
+        template_source=str(choice.source),
+        sampler={
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": sampling.top_k,
+            "min_p": sampling.min_p,
+            "repetition_penalty": sampling.repetition_penalty,
+            "max_new_tokens": sampling.max_new_tokens,
+            "seed": sampling.seed,
+        },
+    )
+
+
+def _repl(session: ChatSession, out: TextIO, inp: TextIO) -> int:
+    from app.chat.storage import ChatStore
+
+    print(REPL_HELP, file=sys.stderr)
+    store: ChatStore | None = None  # conversations are saved on /save, then after every change
+    try:
+        while True:
+            out.write("> ")
+            out.flush()
+            try:
+                line = inp.readline()
+            except KeyboardInterrupt:
+                line = ""
+            if not line:
+                out.write("\n")
+                return 0
+            text = line.rstrip("\n")
+            command = text.strip().lower()
+            if command in ("/exit", "/quit"):
+                return 0
+            if command == "/reset":
+                meta = session.conversation.meta
+                session.reset().meta = meta
+                session.store = None
+                print("New conversation.", file=sys.stderr)
+                continue
+            if command == "/save":
+                store = store or ChatStore()
+                session.store = store
+                store.sync(session.conversation)
+                print(
+                    f"Saved as conversation {session.conversation.id}; later turns are saved too.",
+                    file=sys.stderr,
+                )
+                continue
+            if not text.strip():
+                continue
+            try:
+                end = _stream_reply(session.send(text), session, out)
+            except ChatError as exc:
+                print(f"error: {exc.user_message}", file=sys.stderr)
+                continue
+            if end is not None and end.plan.dropped:
+                print(
+                    f"note: {len(end.plan.dropped)} earlier message(s) are out of context for this reply.",
+                    file=sys.stderr,
+                )
+    finally:
+        if store is not None:
+            store.close()

@@ -1,0 +1,570 @@
+"""The branch table: a Qt item model over the catalog core's :func:`app.catalog.table.evaluate`.
+
+The model keeps the fetched :class:`BranchInfo` tuple; context length, cache type and hardware are
+parameters, and changing one re-evaluates the rows from those cached facts (pure computation, no
+network). Cells carry display text, a sort key (:data:`SORT_ROLE`), tooltips with the core's reasons,
+and for badge columns the :class:`FitStatus` (:data:`FIT_ROLE`) that :class:`BadgeDelegate` paints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QEvent,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QRect,
+    QSize,
+    Qt,
+    Signal,
+)
+from PySide6.QtGui import QColor, QFont, QMouseEvent, QPainter, QPalette
+from PySide6.QtWidgets import (
+    QApplication,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionButton,
+    QStyleOptionViewItem,
+    QWidget,
+)
+
+from app.backends import BACKENDS
+from app.catalog.branch import BranchInfo
+from app.catalog.fit import FIT_ORDER, FitStatus
+from app.catalog.table import BackendAssessment, BranchRow, evaluate
+from app.catalog.vram import CacheType
+from app.hardware import Hardware
+from app.ui import theme
+from app.units import format_size
+
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+FIT_ROLE = Qt.ItemDataRole.UserRole + 2
+BUTTON_ROLE = Qt.ItemDataRole.UserRole + 3  # (label, enabled) of an action cell
+BRANCH_ROLE = Qt.ItemDataRole.UserRole + 4  # the branch name of the row
+
+_Index = QModelIndex | QPersistentModelIndex
+
+
+class LocalState(StrEnum):
+    """A branch's state on this machine, as the Download column shows it."""
+
+    NONE = ""
+    QUEUED = "Queued"
+    DOWNLOADING = "Downloading"
+    PAUSED = "Paused"
+    FAILED = "Failed"
+    INCOMPLETE = "Incomplete"
+    DOWNLOADED = "Downloaded"
+    UPDATE = "Update available"
+
+
+@dataclass(frozen=True)
+class LocalInfo:
+    """What the downloads side knows about one branch."""
+
+    state: LocalState
+    commit: str = ""
+    fraction: float = 0.0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: an id, a header and the header's tooltip."""
+
+    key: str
+    title: str
+    tooltip: str
+    backend: str = ""
+    gpu: int = -1
+
+
+def _columns(hardware: Hardware | None) -> list[Column]:
+    cols = [
+        Column("branch", "Branch", "The repo branch that holds this quantization"),
+        Column("bits", "Bits", "Bits per weight"),
+        Column("group", "Group", "GPTQ group size (none: one group per column)"),
+        Column("act", "Act", "Act order (desc_act): better quality, slower on some backends"),
+        Column("damp", "Damp", "GPTQ dampening percentage used when quantizing"),
+        Column("dataset", "Dataset", "Calibration dataset"),
+        Column("size", "Size", "Exact size of the branch's files on disk"),
+    ]
+    cols += [
+        Column(
+            f"vram:{b.name}",
+            b.display_name,
+            f"Memory {b.display_name} needs at this context and cache type "
+            "(weights + KV cache + scratch + CUDA context); in parentheses when it cannot run here",
+            backend=b.name,
+        )
+        for b in BACKENDS
+    ]
+    gpus = hardware.gpus if hardware else ()
+    cols.append(Column("fit", "Fit", "Best verdict among the backends that can run the branch here"))
+    if len(gpus) > 1:
+        cols += [
+            Column(f"gpu:{g.index}", f"GPU {g.index}", f"The whole model on {g.name} alone", gpu=g.index)
+            for g in gpus
+        ]
+    cols += [
+        Column("backends", "Backends", "Which backends can run this branch; hover for the reasons"),
+        Column("download", "Download", "Download the branch, or its state on this machine"),
+        Column("description", "Description", "The model card's description of this branch"),
+    ]
+    return cols
+
+
+def _dash(value: object) -> str:
+    return "—" if value is None or value == "" else str(value)
+
+
+def memory_text(assessment: BackendAssessment) -> str:
+    """'1.23 GiB', '1.23 GiB RAM' on a CPU run, in parentheses when the backend cannot run it here."""
+    if assessment.vram is None:
+        return "—"
+    text = format_size(assessment.vram.total) + (" RAM" if assessment.on_cpu else "")
+    return text if assessment.compatibility.compatible else f"({text})"
+
+
+def backends_text(row: BranchRow) -> str:
+    """The backends that can run the branch here, default first ('none' when there is none)."""
+    usable = [a for a in row.backends if a.compatibility.compatible]
+    usable.sort(key=lambda a: a.name != row.best_backend)
+    return ", ".join(a.display_name for a in usable) or "none"
+
+
+def fit_status(value: object) -> FitStatus | None:
+    """A :data:`FIT_ROLE` value back as a FitStatus (Qt hands a StrEnum back as a plain str)."""
+    if isinstance(value, str):
+        try:
+            return FitStatus(value)
+        except ValueError:
+            return None
+    return None
+
+
+def backends_tooltip(row: BranchRow) -> str:
+    """Each backend's verdict and reason, one per line."""
+    lines = []
+    for a in row.backends:
+        mark = "can run it" if a.compatibility.compatible else "cannot run it"
+        best = " (default)" if a.name == row.best_backend else ""
+        lines.append(f"<b>{a.display_name}</b>{best} {mark}: {a.compatibility.reason}")
+    return "<br>".join(lines)
+
+
+class BranchTableModel(QAbstractTableModel):
+    """Rows of :class:`BranchRow`, recomputed from cached facts when planning parameters change."""
+
+    download_requested = Signal(str)  # branch name
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.repo_id = ""
+        self._branches: tuple[BranchInfo, ...] = ()
+        self._rows: list[BranchRow] = []
+        self._context: int | None = None
+        self._cache = CacheType.FP16
+        self._hardware: Hardware | None = None
+        self._local: dict[str, LocalInfo] = {}
+        self._columns = _columns(None)
+        self._memo: dict[tuple[int, int, int], Any] = {}
+
+    # -- inputs ---------------------------------------------------------------------------------------
+
+    @property
+    def rows(self) -> list[BranchRow]:
+        """The evaluated rows in source order."""
+        return self._rows
+
+    @property
+    def columns(self) -> list[Column]:
+        """The current columns."""
+        return self._columns
+
+    @property
+    def hardware(self) -> Hardware | None:
+        """The hardware the fit is computed for (None until detected)."""
+        return self._hardware
+
+    @property
+    def context(self) -> int | None:
+        """The requested context (None: each model's own maximum)."""
+        return self._context
+
+    @property
+    def cache_type(self) -> CacheType:
+        """The requested KV cache type."""
+        return self._cache
+
+    def column_index(self, key: str) -> int:
+        """The index of the column with ``key``; -1 if absent."""
+        return next((i for i, c in enumerate(self._columns) if c.key == key), -1)
+
+    def set_branches(self, repo_id: str, branches: tuple[BranchInfo, ...]) -> None:
+        """A new (or refreshed) catalog."""
+        self.beginResetModel()
+        self._memo.clear()
+        self.repo_id = repo_id
+        self._branches = branches
+        self._rows = self._evaluate()
+        self.endResetModel()
+
+    def set_planning(self, context: int | None, cache: CacheType) -> None:
+        """Change context length and cache type: memory and fit update in place, without the network."""
+        if (context, cache) == (self._context, self._cache):
+            return
+        self._context, self._cache = context, cache
+        self._refresh_cells()
+
+    def set_hardware(self, hardware: Hardware) -> None:
+        """Detected (or planned) hardware; may add or remove per-GPU columns."""
+        self._hardware = hardware
+        columns = _columns(hardware)
+        if [c.key for c in columns] != [c.key for c in self._columns]:
+            self.beginResetModel()
+            self._memo.clear()
+            self._columns = columns
+            self._rows = self._evaluate()
+            self.endResetModel()
+        else:
+            self._refresh_cells()
+
+    def set_local(self, local: dict[str, LocalInfo]) -> None:
+        """The download state of each branch (branch name -> info)."""
+        if local == self._local:
+            return
+        self._local = dict(local)
+        col = self.column_index("download")
+        self._memo = {k: v for k, v in self._memo.items() if k[1] != col}
+        if self._rows and col >= 0:
+            self.dataChanged.emit(self.index(0, col), self.index(len(self._rows) - 1, col))
+
+    def local_info(self, branch: str) -> LocalInfo:
+        """The local state of a branch."""
+        return self._local.get(branch, LocalInfo(LocalState.NONE))
+
+    def row_of(self, branch: str) -> int:
+        """Source row of a branch; -1 if absent."""
+        return next((i for i, r in enumerate(self._rows) if r.info.branch == branch), -1)
+
+    def _evaluate(self) -> list[BranchRow]:
+        if self._hardware is None or not self._branches:
+            return []
+        return evaluate(self._branches, self._context, self._cache, self._hardware)
+
+    def _refresh_cells(self) -> None:
+        self._memo.clear()
+        self._rows = self._evaluate()
+        if self._rows and self.rowCount() == len(self._rows):
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self._rows) - 1, len(self._columns) - 1))
+        else:
+            self.beginResetModel()
+            self.endResetModel()
+
+    # -- QAbstractTableModel ---------------------------------------------------------------------------
+
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._columns)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:
+        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(self._columns):
+            return None
+        column = self._columns[section]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return column.title
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return column.tooltip
+        return None
+
+    def data(self, index: _Index, role: int = 0) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+            return None
+        # A view asks for a dozen roles per cell on every paint: compute each once per evaluation.
+        key = (index.row(), index.column(), role)
+        if key in self._memo:
+            return self._memo[key]
+        value = self._data(self._rows[index.row()], self._columns[index.column()], role)
+        self._memo[key] = value
+        return value
+
+    def _data(self, row: BranchRow, column: Column, role: int) -> Any:
+        if role == BRANCH_ROLE:
+            return row.info.branch
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._display(row, column)
+        if role == SORT_ROLE:
+            return self._sort_key(row, column)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tooltip(row, column)
+        if role == FIT_ROLE:
+            return self._fit(row, column)
+        if role == BUTTON_ROLE and column.key == "download":
+            return self._button(row)
+        if role == Qt.ItemDataRole.ForegroundRole:
+            return self._foreground(row, column)
+        if role == Qt.ItemDataRole.FontRole and column.key == "branch":
+            font = QFont()
+            font.setBold(row.info.branch == "main")
+            return font
+        if (
+            role == Qt.ItemDataRole.TextAlignmentRole and column.key in ("bits", "group", "damp", "size")
+        ) or (role == Qt.ItemDataRole.TextAlignmentRole and column.backend):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    # -- cells ---------------------------------------------------------------------------------------
+
+    def _display(self, row: BranchRow, column: Column) -> str:
+        info, q = row.info, row.info.quantization
+        gptq = info.is_gptq
+        key = column.key
+        if key == "branch":
+            return info.branch
+        if key == "bits":
+            return _dash(q.bits) if gptq else "—"
+        if key == "group":
+            return ("none" if q.group_size is None else str(q.group_size)) if gptq else "—"
+        if key == "act":
+            return "—" if q.act_order is None or not gptq else ("Yes" if q.act_order else "No")
+        if key == "damp":
+            return "—" if q.damp_percent is None else f"{q.damp_percent:g}"
+        if key == "dataset":
+            return _dash(info.dataset)
+        if key == "size":
+            return format_size(info.size_bytes) if info.files else "—"
+        if column.backend:
+            return memory_text(row.backend(column.backend))
+        if key in ("fit",) or column.gpu >= 0:
+            status = self._fit(row, column)
+            return theme.FIT_LABELS[status] if status else ""
+        if key == "backends":
+            return backends_text(row)
+        if key == "download":
+            return self._button(row)[0]
+        if key == "description":
+            if info.error:
+                return f"Could not be read: {info.error}"
+            if not gptq:
+                return f"Not GPTQ: {info.not_gptq_reason}"
+            return " ".join(info.description.split())
+        return ""
+
+    def _sort_key(self, row: BranchRow, column: Column) -> Any:
+        info, q = row.info, row.info.quantization
+        key = column.key
+        if key == "bits":
+            return q.bits or 99
+        if key == "group":
+            return q.group_size or 1 << 30
+        if key == "act":
+            return -1 if q.act_order is None else int(q.act_order)
+        if key == "damp":
+            return q.damp_percent if q.damp_percent is not None else -1.0
+        if key == "size":
+            return info.size_bytes
+        if column.backend:
+            a = row.backend(column.backend)
+            return (0 if a.compatibility.compatible else 1, a.vram.total if a.vram else 1 << 62)
+        if key == "fit" or column.gpu >= 0:
+            status = self._fit(row, column)
+            return FIT_ORDER.index(status) if status else len(FIT_ORDER)
+        if key == "branch":
+            return (info.branch != "main", info.branch.lower())
+        return self._display(row, column).lower()
+
+    def _fit(self, row: BranchRow, column: Column) -> FitStatus | None:
+        if column.key == "fit":
+            return row.fit.status
+        if column.gpu >= 0:
+            if row.best_backend is None:
+                return FitStatus.UNKNOWN
+            fit = row.backend(row.best_backend).fit
+            per = next((g for g in fit.per_gpu if g.gpu_index == column.gpu), None)
+            return per.status if per else FitStatus.UNKNOWN
+        return None
+
+    def _tooltip(self, row: BranchRow, column: Column) -> str | None:
+        if column.key == "fit":
+            best = (
+                f" Default backend: {row.backend(row.best_backend).display_name}." if row.best_backend else ""
+            )
+            return row.fit.message + best
+        if column.gpu >= 0 and row.best_backend:
+            fit = row.backend(row.best_backend).fit
+            per = next((g for g in fit.per_gpu if g.gpu_index == column.gpu), None)
+            if per:
+                need, free = format_size(per.need_bytes), format_size(per.free_bytes)
+                return f"{per.gpu_name}: needs {need} of {free} free"
+        if column.backend:
+            a = row.backend(column.backend)
+            parts = ""
+            if a.vram:
+                parts = "<br>" + "<br>".join(
+                    f"{theme.PART_LABELS[k]}: {format_size(v)}" for k, v in a.vram.parts().items() if v
+                )
+            return f"<b>{a.display_name}</b>: {a.compatibility.reason}{parts}<br>{a.fit.message}"
+        if column.key == "backends":
+            return backends_tooltip(row)
+        if column.key == "description":
+            return row.info.error or row.info.description or row.info.not_gptq_reason or None
+        if column.key == "download":
+            local = self.local_info(row.info.branch)
+            return local.message or None
+        if column.key == "branch" and row.info.warnings:
+            return "<br>".join(f"⚠ {w}" for w in row.info.warnings)
+        return None
+
+    def _foreground(self, row: BranchRow, column: Column) -> QColor | None:
+        if column.key == "description" and row.info.error:
+            return theme.error_color()
+        if column.backend and not row.backend(column.backend).compatibility.compatible:
+            return theme.muted_text()
+        if column.key == "branch" and row.info.warnings:
+            return theme.warning_color()
+        if column.key == "backends" and row.best_backend is None:
+            return theme.muted_text()
+        return None
+
+    def _button(self, row: BranchRow) -> tuple[str, bool]:
+        local = self.local_info(row.info.branch)
+        state = local.state
+        if state is LocalState.DOWNLOADED and local.commit and local.commit != row.info.commit:
+            state = LocalState.UPDATE
+        if state is LocalState.NONE:
+            return "Download", True
+        if state is LocalState.DOWNLOADING:
+            return f"Downloading {local.fraction * 100:.0f} %", False
+        if state is LocalState.UPDATE:
+            return "Update available", True
+        if state in (LocalState.INCOMPLETE, LocalState.FAILED):
+            return "Resume", True
+        return state.value, False
+
+
+class BadgeDelegate(QStyledItemDelegate):
+    """Paints a fit verdict as a coloured pill (green fits, amber tight, red doesn't fit, blue CPU only)."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: _Index) -> None:
+        status = fit_status(index.data(FIT_ROLE))
+        if status is None or status is FitStatus.UNKNOWN:
+            super().paint(painter, option, index)
+            return
+        style = option.widget.style() if option.widget else QApplication.style()
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        opt.text = ""
+        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, opt.widget)
+        label = theme.FIT_LABELS[status]
+        background, text = theme.badge_colors(status, option.palette)
+        rect: QRect = option.rect
+        metrics = option.fontMetrics
+        width = min(rect.width() - 8, metrics.horizontalAdvance(label) + 16)
+        height = min(rect.height() - 6, metrics.height() + 4)
+        pill = QRect(rect.x() + 4, rect.y() + (rect.height() - height) // 2, width, height)
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(background)
+        painter.drawRoundedRect(pill, height / 2, height / 2)
+        painter.setPen(text)
+        font = QFont(option.font)
+        font.setBold(True)
+        painter.setFont(font)
+        painter.drawText(pill, int(Qt.AlignmentFlag.AlignCenter), label)
+        painter.restore()
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: _Index) -> QSize:
+        size = super().sizeHint(option, index)
+        status = fit_status(index.data(FIT_ROLE))
+        if status is not None:
+            width = option.fontMetrics.horizontalAdvance(theme.FIT_LABELS[status]) + 28
+            size.setWidth(max(size.width(), width))
+        return size
+
+
+class ButtonDelegate(QStyledItemDelegate):
+    """Paints a push button from :data:`BUTTON_ROLE`; a click emits the row's :data:`BRANCH_ROLE`."""
+
+    clicked = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._pressed: QPersistentModelIndex | None = None
+
+    def _button_rect(self, rect: QRect, label: str, option: QStyleOptionViewItem) -> QRect:
+        metrics = option.fontMetrics
+        width = min(rect.width() - 8, metrics.horizontalAdvance(label) + 24)
+        height = min(rect.height() - 4, metrics.height() + 8)
+        return QRect(rect.x() + 4, rect.y() + (rect.height() - height) // 2, width, height)
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: _Index) -> None:
+        value = index.data(BUTTON_ROLE)
+        if not value:
+            super().paint(painter, option, index)
+            return
+        label, enabled = value
+        style = option.widget.style() if option.widget else QApplication.style()
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        opt.text = ""
+        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, opt.widget)
+        rect: QRect = option.rect
+        if not enabled:
+            painter.save()
+            selected = bool(option.state & QStyle.StateFlag.State_Selected)
+            color = option.palette.color(
+                QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text
+            )
+            if label.startswith("Downloaded") and not selected:
+                color = theme.badge_colors(FitStatus.FITS, option.palette)[0]
+            painter.setPen(color)
+            painter.drawText(
+                rect.adjusted(8, 0, -4, 0),
+                int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft),
+                label,
+            )
+            painter.restore()
+            return
+        button = QStyleOptionButton()
+        button.rect = self._button_rect(rect, label, option)
+        button.text = label
+        button.palette = option.palette
+        button.state = QStyle.StateFlag.State_Enabled | (
+            QStyle.StateFlag.State_Sunken
+            if self._pressed == QPersistentModelIndex(index)
+            else QStyle.StateFlag.State_Raised
+        )
+        style.drawControl(QStyle.ControlElement.CE_PushButton, button, painter, opt.widget)
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: _Index) -> QSize:
+        size = super().sizeHint(option, index)
+        value = index.data(BUTTON_ROLE)
+        if value:
+            width = option.fontMetrics.horizontalAdvance(value[0]) + 36
+            size.setWidth(max(size.width(), width))
+            size.setHeight(max(size.height(), option.fontMetrics.height() + 12))
+        return size
+
+    def editorEvent(self, event: QEvent, model: Any, option: QStyleOptionViewItem, index: _Index) -> bool:
+        value = index.data(BUTTON_ROLE)
+        if not value or not value[1] or not isinstance(event, QMouseEvent):
+            return super().editorEvent(event, model, option, index)
+        inside = self._button_rect(option.rect, value[0], option).contains(event.position().toPoint())
+        if event.type() == QEvent.Type.MouseButtonPress and inside:
+            self._pressed = QPersistentModelIndex(index)
+            return True
+        if event.type() == QEvent.Type.MouseButtonRelease:
+            pressed, self._pressed = self._pressed, None
+            if inside and pressed == QPersistentModelIndex(index):
+                self.clicked.emit(str(index.data(BRANCH_ROLE)))
+                return True
+        return False

@@ -1,0 +1,147 @@
+"""Render every page of the window with real data from the local Hub emulator into docs/screenshots/.
+
+Run: ``make screenshots`` (offscreen; set QT_QPA_PLATFORM=xcb under Xvfb for a real window system).
+Each picture is the main window at 1360x860: the Models page on this machine, planned GPUs, the first
+start, an error, dark mode; the Downloads page mid-download; the Local models page; Settings.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.gui_env import emulated_hub, pump, wait_until  # noqa: E402
+
+OUT = ROOT / "docs" / "screenshots"
+SIZE = (1360, 860)
+TINY = "TheBloke/TinyLlama-GPTQ"
+
+
+def main() -> int:
+    """Write the PNGs; prints their paths."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    with emulated_hub() as (hub, _home):
+        import shiboken6
+
+        from app.ui.app import create_application, create_window
+        from app.ui.downloads_controller import JobState
+        from app.ui.downloads_page import DownloadCard
+        from app.ui.error_center import uninstall_exception_hooks
+        from app.ui.main_window import MainWindow
+        from app.ui.theme import apply_system_theme
+        from tests.hub_emulator import Faults
+
+        app = create_application()
+        apply_system_theme(app, force_dark=False)
+        written: list[Path] = []
+
+        def shot(window: MainWindow, name: str) -> None:
+            pump(0.3)
+            path = OUT / f"{name}.png"
+            window.grab().save(str(path))
+            written.append(path)
+
+        def new_window() -> MainWindow:
+            window = create_window()
+            uninstall_exception_hooks()  # a failing script should show its traceback
+            window.resize(*SIZE)
+            window.show()
+            window.start_background()
+            wait_until(lambda: window.hardware is not None)
+            return window
+
+        window = new_window()
+        shot(window, "models-first-start")
+
+        page = window.models_page
+        page.open_repo("TheBloke/Gated-GPTQ")
+        wait_until(lambda: not page.is_loading)
+        shot(window, "error-gated-repo")
+        window.banner.dismiss()
+
+        page.open_repo(TINY)
+        wait_until(lambda: not page.is_loading)
+        page.select_branch("gptq-4bit-128g-actorder_False")  # the one whose card disagrees with its files
+        shot(window, "models")
+
+        page.context_box.setValue(262_144)
+        page.plan_box.setText("0.7, 0.6")
+        page.plan_box.editingFinished.emit()
+        page.select_branch("main")
+        shot(window, "models-planned-gpus")
+        page.plan_box.setText("")
+        page.plan_box.editingFinished.emit()
+        page.context_box.setValue(4096)
+
+        # Downloads: one complete, one failed, one paused, one running (throttled, files shown).
+        window.download(TINY, "gptq-4bit-32g-actorder_True")
+        wait_until(
+            lambda: window.controller.jobs[f"{TINY}:gptq-4bit-32g-actorder_True"].state is JobState.DONE
+        )
+        hub.faults = Faults(fail_first=1000, fail_status=503)
+        window.download(TINY, "gptq-3bit-128g-actorder_True")
+        wait_until(
+            lambda: window.controller.jobs[f"{TINY}:gptq-3bit-128g-actorder_True"].state is JobState.FAILED
+        )
+        hub.faults = Faults(throttle_bps=30_000, server="cdn")
+        window.download(TINY, "gptq-8bit-32g-actorder_True")
+        paused = window.controller.jobs[f"{TINY}:gptq-8bit-32g-actorder_True"]
+        wait_until(lambda: paused.progress is not None and paused.progress.fraction > 0.2)
+        window.controller.pause(paused.key)
+        wait_until(lambda: paused.state is JobState.PAUSED)
+        window.download(TINY, "main")
+        running = window.controller.jobs[f"{TINY}:main"]
+        window.show_page("Downloads")
+        card = window.downloads_page.cards[running.key]
+        assert isinstance(card, DownloadCard)
+        card.files_toggle.setChecked(True)
+        wait_until(lambda: running.progress is not None and running.progress.fraction > 0.45, 60)
+        time.sleep(0.3)  # let the speed meter settle on a steady figure
+        shot(window, "downloads")
+        window.banner.dismiss()
+        hub.faults = Faults()
+        window.controller.resume(paused.key)  # finishes while we look elsewhere; main keeps running
+
+        window.show_page("Local models")
+        local = window.local_page
+        wait_until(lambda: len(local.model.models) >= 3)
+        local.check_for_updates()
+        wait_until(
+            lambda: all(
+                local.model.index(r, 6).data() not in ("Checking…", "not checked")
+                for r in range(local.model.rowCount())
+            )
+        )
+        shot(window, "local-models")
+
+        window.show_page("Settings")
+        shot(window, "settings")
+
+        window.show_page("Models")
+        wait_until(
+            lambda: all(j.state in (JobState.DONE, JobState.FAILED) for j in window.controller.jobs.values()),
+            60,
+        )
+        window.close()
+        shiboken6.delete(window)
+
+        apply_system_theme(app, force_dark=True)
+        dark = new_window()
+        wait_until(lambda: dark.models_page.proxy.rowCount() == 8)  # reopens the last repo
+        wait_until(lambda: not dark.models_page.is_loading)
+        dark.models_page.select_branch("gptq-4bit-32g-actorder_True")
+        shot(dark, "models-dark")
+        dark.close()
+        shiboken6.delete(dark)
+
+    for path in written:
+        print(path.relative_to(ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

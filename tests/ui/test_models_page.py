@@ -1,0 +1,128 @@
+"""The Models page against the Hub emulator: the table, live planning without network, sorting, details."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+from pytestqt.qtbot import QtBot
+
+from app.catalog.vram import CacheType
+from app.ui.branch_table import FIT_ROLE, SORT_ROLE, fit_status
+from app.ui.main_window import MainWindow
+from app.ui.settings import SUGGESTED_REPOS, UiSettings
+from app.units import format_size
+from tests.hub_emulator import HubEmulator
+from tests.ui.conftest import TINY, WindowFactory, open_repo
+
+
+def _cell(window: MainWindow, branch: str, key: str) -> str:
+    model = window.models_page.model
+    return str(model.index(model.row_of(branch), model.column_index(key)).data())
+
+
+def test_open_repo_shows_every_branch_with_size_and_memory(qtbot: QtBot, window: MainWindow) -> None:
+    open_repo(qtbot, window, TINY)
+    page = window.models_page
+    assert page.stack.currentWidget() is page.table
+    assert page.proxy.rowCount() == 8
+    names = [r.info.branch for r in page.model.rows]
+    assert names[0] == "main" and "gptq-3bit--1g-actorder_True" in names and "fp16" in names
+    for row in page.model.rows:
+        assert _cell(window, row.info.branch, "size") == format_size(row.info.size_bytes)
+        if row.info.is_gptq:
+            # No GPU in the tests: GPTQModel plans a CPU run, so its memory is RAM.
+            assert _cell(window, row.info.branch, "vram:gptqmodel").endswith(" RAM")
+            status = fit_status(
+                page.model.index(page.model.row_of(row.info.branch), page.model.column_index("fit")).data(
+                    FIT_ROLE
+                )
+            )
+            assert status is not None and status.value == "CPU only"
+    # 3-bit cannot run on ExLlamaV2: the Backends cell says who can, the tooltip says why.
+    three = page.model.row_of("gptq-3bit--1g-actorder_True")
+    backends = page.model.index(three, page.model.column_index("backends"))
+    assert backends.data() == "GPTQModel"
+    assert "4-bit" in backends.data(Qt.ItemDataRole.ToolTipRole)
+    assert "8 branches" in page.status_label.text()
+    # The details pane follows the selection.
+    assert page.select_branch("gptq-4bit-128g-actorder_False")
+    assert page.details.title.text().endswith("gptq-4bit-128g-actorder_False")
+    assert "group size 64" in page.details.warnings.text()  # the card disagrees with the files
+    assert page.details.template_heading.text() == "Prompt template: Vicuna"
+    assert page.details.chart.sizeHint().height() > 0
+
+
+def test_context_and_cache_type_update_memory_without_network(
+    qtbot: QtBot, window: MainWindow, hub: HubEmulator
+) -> None:
+    open_repo(qtbot, window, TINY)
+    page = window.models_page
+    hub.requests.clear()
+    before = _cell(window, "main", "vram:gptqmodel")
+    exllama_before = page.model.rows[0].backend("exllamav2").vram
+    page.context_box.setValue(65536)
+    after = _cell(window, "main", "vram:gptqmodel")
+    assert after != before
+    assert page.model.rows[0].context == 65536
+    assert page.selected_row() is not None and page.selected_row().context == 65536  # type: ignore[union-attr]
+    assert "65536 tokens" in page.details.fit.text()
+    page.cache_box.setCurrentIndex(page.cache_box.findData(CacheType.Q4.value))
+    exllama_after = page.model.rows[0].backend("exllamav2").vram
+    assert exllama_before is not None and exllama_after is not None
+    assert page.model.rows[0].backend("exllamav2").cache_type is CacheType.Q4
+    assert exllama_after.kv_cache < page.model.rows[0].backend("gptqmodel").vram.kv_cache  # type: ignore[union-attr]
+    page.plan_box.setText("24,24")
+    page.plan_box.editingFinished.emit()
+    assert page.model.hardware is not None and page.model.hardware.planned
+    assert page.model.column_index("gpu:1") > 0  # one fit badge per GPU
+    assert _cell(window, "main", "fit") == "Fits"
+    qtbot.wait(300)
+    assert hub.requests == []
+
+
+def test_sorting_by_size(qtbot: QtBot, window: MainWindow) -> None:
+    open_repo(qtbot, window, TINY)
+    page = window.models_page
+    column = page.model.column_index("size")
+    page.table.sortByColumn(column, Qt.SortOrder.AscendingOrder)
+    sizes = [page.proxy.index(r, column).data(SORT_ROLE) for r in range(page.proxy.rowCount())]
+    assert sizes == sorted(sizes)
+    page.table.sortByColumn(column, Qt.SortOrder.DescendingOrder)
+    assert page.proxy.index(0, 0).data() == "fp16"  # the unquantized branch is the largest
+
+
+def test_cached_table_appears_then_stale_marker_when_offline(
+    qtbot: QtBot, window: MainWindow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    open_repo(qtbot, window, TINY)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: the network is down
+    page = window.models_page
+    shown: list[bool] = []
+    page.catalog_shown.connect(lambda catalog: shown.append(catalog.stale))
+    with qtbot.waitSignal(page.loading_finished, timeout=30_000):
+        page.refresh()
+    assert shown[0] is True  # the cached table came first
+    assert page.proxy.rowCount() == 8
+    assert page.status_label.property("stale") is True
+    assert "Offline" in page.status_label.text() and "Could not reach the Hub" in page.status_label.text()
+
+
+def test_first_start_suggests_repos_and_history_is_kept(
+    qtbot: QtBot, make_window: WindowFactory, hub: HubEmulator
+) -> None:
+    window = make_window()
+    page = window.models_page
+    assert page.stack.currentWidget() is page.placeholder
+    assert [b.text() for b in page.suggestion_buttons] == list(SUGGESTED_REPOS)
+    assert [page.repo_box.itemText(i) for i in range(page.repo_box.count())] == list(SUGGESTED_REPOS)
+    with qtbot.waitSignal(page.loading_finished, timeout=30_000):
+        page.suggestion_buttons[0].click()
+    # The emulator does not host Llama-2-70B: the page says so and stays usable.
+    assert "was not found" in window.banner.message.text()
+    open_repo(qtbot, window, TINY)
+    assert UiSettings().repo_history[:2] == [TINY, SUGGESTED_REPOS[0]]
+    window.close()
+    # A restart reopens the last repo from the cache at once.
+    again = make_window()
+    qtbot.waitUntil(lambda: again.models_page.proxy.rowCount() == 8, timeout=30_000)
+    assert again.models_page.repo_box.currentText() == TINY
