@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
+from app.atomic_files import write_json_atomic
 from app.auth import KEYRING_SERVICE
 from app.errors import EndpointConfigError
 from app.paths import app_paths
@@ -200,23 +200,6 @@ def delete_api_key(name: str) -> None:
 # -- the endpoints file -----------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    # A reader (or a crash) sees the old file or the new one, never half of one.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 class _Keep:
     """Marker: leave the stored API key as it is."""
 
@@ -309,7 +292,7 @@ class EndpointStore:
         return True
 
     def _write(self, endpoints: list[Endpoint]) -> None:
-        _write_atomic(
+        write_json_atomic(
             self.path, {"version": ENDPOINTS_VERSION, "endpoints": [e.to_dict() for e in endpoints]}
         )
 

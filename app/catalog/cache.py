@@ -7,12 +7,11 @@ moved. A corrupt or foreign cache file is ignored (and later overwritten), never
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.atomic_files import write_json_atomic
 from app.catalog.branch import BranchInfo
 
 CACHE_VERSION = 1
@@ -59,7 +58,6 @@ class CatalogCache:
 
     def save(self, record: CachedRepo) -> None:
         """Write atomically: a crash mid-write leaves the previous file intact."""
-        self.directory.mkdir(parents=True, exist_ok=True)
         payload = {
             "version": CACHE_VERSION,
             "repo_id": record.repo_id,
@@ -69,12 +67,4 @@ class CatalogCache:
             "card_commit": record.card_commit,
             "card_text": record.card_text,
         }
-        target = self.path_for(record.repo_id)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=target.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(payload, handle)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json_atomic(self.path_for(record.repo_id), payload, sort_keys=False)

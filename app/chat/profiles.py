@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -22,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Generic, TypeVar
 
+from app.atomic_files import write_json_atomic
 from app.backends.base import LoadSettings, Sampling
 from app.catalog.vram import CacheType
 from app.chat.model_files import ModelFiles
@@ -315,22 +315,6 @@ def local_profile_key(model_dir: Path) -> tuple[str, str]:
     return LOCAL_REPO, f"{model_dir.name}-{hashlib.sha256(resolved.encode()).hexdigest()[:10]}"
 
 
-def _write_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    # A reader (or a crash) sees the old file or the new one, never half of one.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 class ProfileStore:
     """Profiles in ``<config dir>/profiles`` (or ``directory``), one JSON file per repo + branch."""
 
@@ -379,7 +363,7 @@ class ProfileStore:
     def save(self, profile: Profile) -> Path:
         """Write the profile atomically; returns its path."""
         path = self.path_for(profile.repo_id, profile.branch)
-        _write_atomic(path, profile.to_dict())
+        write_json_atomic(path, profile.to_dict())
         return path
 
     def update(self, repo_id: str, branch: str, changes: ModelSettings) -> Profile:

@@ -16,8 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.atomic_files import write_json_atomic
 from app.catalog.branch import WEIGHT_SUFFIXES
-from app.downloads.state import FolderState, PlannedFile, read_json, write_json_atomic
+from app.downloads.state import FolderState, PlannedFile, read_json
 from app.paths import app_paths
 
 INDEX_FILE = "downloads.json"
