@@ -8,6 +8,7 @@ one token) and measures time to first token exactly.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -46,6 +47,14 @@ from app.backends.preflight import (
 )
 from app.errors import MissingFilesError, ModelLoadError, OutOfMemoryError, PromptTooLongError
 from app.stop_strings import StopStringMatcher
+
+# TORCHDYNAMO_DISABLE is read when torch is first imported; if anything imported torch before
+# prepare_environment() ran, BACKEND.TORCH would torch.compile (0.5 s per token instead of a few ms
+# on the tiny model here), so apply the setting to the live config as well.
+if os.environ.get("TORCHDYNAMO_DISABLE") == "1":
+    import torch._dynamo
+
+    torch._dynamo.config.disable = True
 
 
 class HFTokenizer:
