@@ -2,28 +2,74 @@
 
 Run: ``make screenshots`` (offscreen; set QT_QPA_PLATFORM=xcb under Xvfb for a real window system).
 Each picture is the main window at 1360x860: the Models page on this machine, planned GPUs, the first
-start, an error, dark mode; the Downloads page mid-download; the Local models page; Settings.
+start, an error, dark mode; the Downloads page mid-download; the Local models page; Settings; the Chat
+page mid-conversation with SmolLM2-135M GPTQ (the test model, built and cached by tests/models/build.py).
+``--chat`` renders only the chat picture.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.gui_env import emulated_hub, pump, wait_until  # noqa: E402
 
+if TYPE_CHECKING:
+    from app.ui.main_window import MainWindow
+
 OUT = ROOT / "docs" / "screenshots"
 SIZE = (1360, 860)
 TINY = "TheBloke/TinyLlama-GPTQ"
 
 
+def chat_shot(window: MainWindow, shot: Callable[[MainWindow, str], None]) -> None:
+    """The Chat page with SmolLM2: one answered question, the second reply caught while it streams."""
+    from app.chat.profiles import ModelSettings, ProfileStore, local_profile_key
+    from tests.models.build import ensure_built
+    from tests.models.fixtures import SMOLLM2_BRANCH
+
+    folder = ensure_built("smollm2") / SMOLLM2_BRANCH
+    ProfileStore().update(
+        "local",
+        local_profile_key(folder)[1],
+        ModelSettings(context_length=2048, temperature=0.0, max_new_tokens=160),
+    )
+    window.show_page("Chat")
+    page = window.chat_page
+    page.add_model_folder(folder, "SmolLM2-135M-Instruct (GPTQ 4-bit, 128g)")
+    loaded: dict[str, object] = {}
+    page.load_finished.connect(lambda ok: loaded.__setitem__("ok", ok))
+    page.load_selected()
+    wait_until(lambda: "ok" in loaded, 300)
+    wait_until(lambda: page.state is not None and page.state.budget is not None)
+    replies: list[object] = []
+    page.reply_done.connect(replies.append)
+    page.send("What is the capital of France?")
+    wait_until(lambda: len(replies) == 1, 300)
+    page.send("Write a short story about a cat who lives in Paris.")
+    wait_until(
+        lambda: (
+            len(replies) == 2 or (page._stream_widget is not None and len(page._stream_widget.text) > 240)
+        ),
+        300,
+    )
+    page.input.setPlainText("Give the cat a name")
+    shot(window, "chat")
+    page.stop()
+    wait_until(lambda: len(replies) == 2, 120)
+
+
 def main() -> int:
     """Write the PNGs; prints their paths."""
     OUT.mkdir(parents=True, exist_ok=True)
+    if "--chat" in sys.argv[1:]:
+        return chat_only()
     with emulated_hub() as (hub, _home):
         import shiboken6
 
@@ -31,7 +77,6 @@ def main() -> int:
         from app.ui.downloads_controller import JobState
         from app.ui.downloads_page import DownloadCard
         from app.ui.error_center import uninstall_exception_hooks
-        from app.ui.main_window import MainWindow
         from app.ui.theme import apply_system_theme
         from tests.hub_emulator import Faults
 
@@ -120,6 +165,7 @@ def main() -> int:
 
         window.show_page("Settings")
         shot(window, "settings")
+        chat_shot(window, shot)
 
         window.show_page("Models")
         wait_until(
@@ -140,6 +186,35 @@ def main() -> int:
 
     for path in written:
         print(path.relative_to(ROOT))
+    return 0
+
+
+def chat_only() -> int:
+    """Only the chat picture (no Hub needed)."""
+    with emulated_hub() as (_hub, _home):
+        import shiboken6
+
+        from app.ui.app import create_application, create_window
+        from app.ui.error_center import uninstall_exception_hooks
+        from app.ui.theme import apply_system_theme
+
+        app = create_application()
+        apply_system_theme(app, force_dark=False)
+        window = create_window()
+        uninstall_exception_hooks()
+        window.resize(*SIZE)
+        window.show()
+        window.start_background()
+        wait_until(lambda: window.hardware is not None)
+
+        def shot(w: MainWindow, name: str) -> None:
+            pump(0.3)
+            w.grab().save(str(OUT / f"{name}.png"))
+            print((OUT / f"{name}.png").relative_to(ROOT))
+
+        chat_shot(window, shot)
+        window.close()
+        shiboken6.delete(window)
     return 0
 
 

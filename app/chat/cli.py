@@ -11,22 +11,23 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from app.backends.base import StopReason
-from app.chat.conversation import ChatMeta
 from app.chat.detection import TemplateChoice, detect_for_model
-from app.chat.engine import ChatSession, ChatSettings, ReplyEnd
-from app.chat.model_files import ModelFiles, local_branch_info, read_model_files
-from app.chat.profiles import (
-    MeasuredMemory,
-    ModelSettings,
-    ProfileStore,
-    effective_settings,
-    local_profile_key,
-    model_layer,
+from app.chat.engine import ChatSession, ReplyEnd
+from app.chat.model_files import ModelFiles, read_model_files
+from app.chat.profiles import ModelSettings, ProfileStore, effective_settings
+from app.chat.session_setup import (
+    LocalTarget,
+    chat_settings,
+    load_local,
+    local_meta,
+    plan_local_chat,
+    record_memory,
+    select_backend,
 )
 from app.chat.templates import (
     DEFAULT_BOS_TOKEN,
@@ -250,14 +251,9 @@ def load_model(
 
     Imports the backends package here, not at module level: the CLI must start without torch.
     """
-    from app.backends import select
-    from app.hardware import detect_hardware
-
-    selection = select(
-        local_branch_info(files), detect_hardware(), None if backend_name == "auto" else backend_name
-    )
+    selection = select_backend(files, backend_name)
     print(f"Backend: {selection.backend.display_name}: {selection.reason}", file=sys.stderr)
-    return selection.backend.load(files.model_dir, settings, progress)
+    return load_local(selection, files, settings, progress)
 
 
 class _Printer:
@@ -306,79 +302,38 @@ def run_chat(args: argparse.Namespace, out: TextIO | None = None, inp: TextIO | 
     inp = inp or sys.stdin
     resolved = resolve_model(args.model)
     # The registry knows the branch of a Hugging Face cache snapshot; the folder alone does not.
-    files = replace(
-        read_model_files(resolved.model_dir),
-        repo_id=resolved.repo_id,
-        branch=resolved.branch,
-        commit=resolved.commit,
-    )
-    repo_id, branch = (
-        (resolved.repo_id, resolved.branch or "main")
-        if resolved.repo_id
-        else local_profile_key(resolved.model_dir)
-    )
+    target = LocalTarget(resolved.model_dir, resolved.repo_id, resolved.branch, resolved.commit)
     profiles = ProfileStore()
-    loaded = profiles.load(repo_id, branch)
-    if loaded.warning:
-        print(f"warning: {loaded.warning}", file=sys.stderr)
     chat_layer = _chat_layer(args)
-    profile_settings = loaded.profile.settings
-    # Detect first: an unknown --template fails here, before it could be saved into the profile.
-    choice = detect_for_model(
-        files,
-        chat_override=args.template,
-        profile_override=profile_settings.template,
-        user_templates=load_user_templates(),
-    )
+    # Detects the template first: an unknown --template fails here, before it could be saved.
+    plan = plan_local_chat(target, chat_layer, profiles)
+    if plan.profile_warning:
+        print(f"warning: {plan.profile_warning}", file=sys.stderr)
+    effective = plan.effective
     if args.save_profile:
-        profile_settings = profiles.update(repo_id, branch, chat_layer).settings
-        print(f"Saved these options in the profile of {repo_id}:{branch}.", file=sys.stderr)
-    effective = effective_settings(model_layer(files), profile_settings, chat_layer)
+        saved = profiles.update(plan.profile_repo, plan.profile_branch, chat_layer).settings
+        effective = effective_settings(plan.model_settings, saved, chat_layer)
+        print(
+            f"Saved these options in the profile of {plan.profile_repo}:{plan.profile_branch}.",
+            file=sys.stderr,
+        )
+    choice = plan.choice
     print(f"Template: {choice.label}: {choice.detail}", file=sys.stderr)
 
     printer = _Printer(sys.stderr)
-    model = load_model(files, str(effective.value("backend")), effective.load_settings(), printer)
+    model = load_model(plan.files, str(effective.value("backend")), effective.load_settings(), printer)
     printer.done()
     try:
-        profiles.record_memory(
-            repo_id, branch, MeasuredMemory(model.backend, int(model.memory_bytes), int(model.context_length))
-        )
-        settings = ChatSettings(
-            system_prompt=effective.value("system_prompt"),
-            sampling=effective.sampling(),
-            extra_stop_strings=tuple(effective.value("extra_stop_strings") or ()),
-            add_bos=files.add_bos_token is True,
-        )
+        record_memory(profiles, plan, model)
+        settings = chat_settings(effective, plan.files)
         session = ChatSession(model, choice, settings=settings)
-        session.conversation.meta = _meta(resolved, model.backend, choice, settings)
+        session.conversation.meta = local_meta(target, model.backend, choice, settings)
         if args.prompt is not None:
             _stream_reply(session.send(args.prompt), session, out)
             return 0
         return _repl(session, out, inp)
     finally:
         model.unload()
-
-
-def _meta(resolved: ResolvedModel, backend: str, choice: TemplateChoice, settings: ChatSettings) -> ChatMeta:
-    sampling = settings.sampling
-    return ChatMeta(
-        repo_id=resolved.repo_id,
-        branch=resolved.branch,
-        commit=resolved.commit,
-        model_dir=str(resolved.model_dir),
-        backend=backend,
-        template=choice.name,
-        template_source=str(choice.source),
-        sampler={
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "top_k": sampling.top_k,
-            "min_p": sampling.min_p,
-            "repetition_penalty": sampling.repetition_penalty,
-            "max_new_tokens": sampling.max_new_tokens,
-            "seed": sampling.seed,
-        },
-    )
 
 
 def _repl(session: ChatSession, out: TextIO, inp: TextIO) -> int:

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from app.hardware import Hardware
 from app.ui.branch_table import LocalInfo, LocalState
+from app.ui.chat_page import ChatPage
 from app.ui.downloads_controller import ACTIVE, DownloadsController, JobState
 from app.ui.downloads_page import DownloadsPage, format_speed
 from app.ui.error_banner import ErrorBanner
@@ -90,6 +91,7 @@ class MainWindow(QMainWindow):
         self.downloads_page = DownloadsPage(self.controller)
         self.local_page = LocalModelsPage(self.settings, self.errors)
         self.settings_page = SettingsPage(self.settings, self.errors)
+        self.chat_page = ChatPage(self.settings, self.errors)
 
         central = QWidget()
         outer = QHBoxLayout(central)
@@ -123,6 +125,9 @@ class MainWindow(QMainWindow):
             "Local models", self.local_page, style.standardIcon(QStyle.StandardPixmap.SP_DriveHDIcon)
         )
         self.add_page(
+            "Chat", self.chat_page, style.standardIcon(QStyle.StandardPixmap.SP_MessageBoxInformation)
+        )
+        self.add_page(
             "Settings",
             self.settings_page,
             style.standardIcon(QStyle.StandardPixmap.SP_FileDialogDetailedView),
@@ -145,6 +150,8 @@ class MainWindow(QMainWindow):
         self.local_page.deleted.connect(lambda _freed: self._local_changed())
         self.settings_page.parallel_changed.connect(self.controller.set_parallel)
         self.local_page.is_busy = self._downloading
+        self.set_chat_handler(self._chat_with)
+        self.controller.local_changed.connect(self.chat_page.refresh_models)
 
         self._restore()
         self.sidebar.setCurrentRow(0)
@@ -172,6 +179,10 @@ class MainWindow(QMainWindow):
         self.local_page.chat_requested.connect(handler)
         self.local_page._update_buttons()
 
+    def _chat_with(self, model: LocalModel) -> None:
+        self.show_page("Chat")
+        self.chat_page.open_local_model(model)
+
     def _page_changed(self, row: int) -> None:
         self.stack.setCurrentIndex(row)
         if self.stack.currentWidget() is self.local_page:
@@ -190,6 +201,7 @@ class MainWindow(QMainWindow):
         )
         self.controller.load_unfinished()
         self.settings_page.load()
+        self.chat_page.refresh_models()
         self.models_page.open_last_repo()
 
     def _hardware_detected(self, hardware: Hardware) -> None:
@@ -289,5 +301,6 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_state()
+        self.chat_page.shutdown()  # stops a reply (the partial text is saved) and frees the model
         self.controller.shutdown()
         super().closeEvent(event)

@@ -1,0 +1,224 @@
+"""How a chat is put together, shared by ``quantdesk chat`` and the chat page (Qt-free).
+
+A local model: read its folder's small files, key its profile (repo + branch, or the folder), layer the
+settings (defaults < model < profile < this chat), detect the template, choose a backend the way the
+catalog does, load, record the memory measured, and build the session's :class:`ChatSettings` and the
+conversation's :class:`ChatMeta`. A saved endpoint: the same with a :class:`RemoteModel`.
+
+Nothing heavy is imported at module level: a backend (torch, gptqmodel) loads only in :func:`load_local`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app.chat.conversation import ChatMeta
+from app.chat.detection import TemplateChoice, detect_for_model
+from app.chat.engine import ChatSettings
+from app.chat.model_files import ModelFiles, local_branch_info, read_model_files
+from app.chat.profiles import (
+    EffectiveSettings,
+    MeasuredMemory,
+    ModelSettings,
+    Profile,
+    ProfileStore,
+    effective_settings,
+    local_profile_key,
+    model_layer,
+)
+from app.chat.templates import load_user_templates
+
+if TYPE_CHECKING:
+    from app.backends import Selection
+    from app.backends.base import LoadedModel, LoadSettings, Sampling
+    from app.endpoints import Endpoint
+    from app.hardware import Hardware
+
+
+@dataclass(frozen=True)
+class LocalTarget:
+    """A model folder and what is known of its origin (the registry knows a cache snapshot's branch)."""
+
+    model_dir: Path
+    repo_id: str | None = None
+    branch: str | None = None
+    commit: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatPlan:
+    """Everything decided before a local model is loaded."""
+
+    target: LocalTarget
+    files: ModelFiles
+    profile_repo: str
+    profile_branch: str
+    profile: Profile
+    profile_warning: str | None
+    model_settings: ModelSettings  # what the model's own files suggest
+    chat_layer: ModelSettings
+    effective: EffectiveSettings
+    choice: TemplateChoice
+
+    @property
+    def title(self) -> str:
+        """``org/name:branch`` or the folder name."""
+        if self.target.repo_id:
+            return f"{self.target.repo_id}:{self.target.branch or 'main'}"
+        return self.files.model_dir.name
+
+
+def plan_local_chat(
+    target: LocalTarget, chat_layer: ModelSettings | None = None, profiles: ProfileStore | None = None
+) -> ChatPlan:
+    """Read the folder, load the profile, layer the settings and detect the template.
+
+    An unknown template in ``chat_layer`` raises TemplateNotFoundError here, before anything loads.
+    """
+    chat_layer = chat_layer or ModelSettings()
+    profiles = profiles or ProfileStore()
+    files = read_model_files(target.model_dir)
+    files = replace(
+        files,
+        repo_id=target.repo_id or files.repo_id,
+        branch=target.branch or files.branch,
+        commit=target.commit or files.commit,
+    )
+    repo_id, branch = (
+        (files.repo_id, files.branch or "main") if files.repo_id else local_profile_key(target.model_dir)
+    )
+    loaded = profiles.load(repo_id, branch)
+    profile_settings = loaded.profile.settings
+    choice = detect_for_model(
+        files,
+        chat_override=chat_layer.template,
+        profile_override=profile_settings.template,
+        user_templates=load_user_templates(),
+    )
+    own = model_layer(files)
+    return ChatPlan(
+        target=target,
+        files=files,
+        profile_repo=repo_id,
+        profile_branch=branch,
+        profile=loaded.profile,
+        profile_warning=loaded.warning,
+        model_settings=own,
+        chat_layer=chat_layer,
+        effective=effective_settings(own, profile_settings, chat_layer),
+        choice=choice,
+    )
+
+
+def select_backend(
+    files: ModelFiles, backend_name: str | None, hardware: Hardware | None = None
+) -> Selection:
+    """Choose a backend the way the catalog does: ``backend_name`` None/"auto", or an override that is
+    refused (BackendRefusedError) with its reason when it cannot work."""
+    from app.backends import select
+    from app.hardware import detect_hardware
+
+    override = None if backend_name in (None, "auto") else backend_name
+    return select(local_branch_info(files), hardware or detect_hardware(), override)
+
+
+def memory_estimate(selection: Selection, files: ModelFiles, context: int | None, cache: Any) -> int | None:
+    """The chosen backend's estimate in bytes at ``context`` tokens (None when the shape is unknown)."""
+    from app.catalog.vram import CacheType
+
+    branch = local_branch_info(files)
+    tokens = context or files.context_length or 2048
+    estimate = selection.backend.memory_estimate(branch, tokens, CacheType(cache))
+    if estimate is None:
+        return None
+    if selection.backend.runs_on_cpu and not _has_gpu():
+        return estimate.total - estimate.cuda_context
+    return estimate.total
+
+
+def _has_gpu() -> bool:
+    from app.hardware import detect_hardware
+
+    return detect_hardware().has_cuda_gpu
+
+
+def load_local(
+    selection: Selection,
+    files: ModelFiles,
+    settings: LoadSettings,
+    progress: Callable[[float, str], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> LoadedModel:
+    """Load the folder with the selected backend (typed ModelLoadError on failure)."""
+    return selection.backend.load(files.model_dir, settings, progress, cancel)
+
+
+def record_memory(profiles: ProfileStore, plan: ChatPlan, model: LoadedModel) -> Profile:
+    """Store the memory measured after the load in the model's profile."""
+    return profiles.record_memory(
+        plan.profile_repo,
+        plan.profile_branch,
+        MeasuredMemory(model.backend, int(model.memory_bytes), int(model.context_length)),
+    )
+
+
+def chat_settings(effective: EffectiveSettings, files: ModelFiles | None = None) -> ChatSettings:
+    """The session's settings from the effective values."""
+    return ChatSettings(
+        system_prompt=effective.value("system_prompt"),
+        sampling=effective.sampling(),
+        extra_stop_strings=tuple(effective.value("extra_stop_strings") or ()),
+        add_bos=files is not None and files.add_bos_token is True,
+    )
+
+
+def sampler_dict(sampling: Sampling) -> dict[str, Any]:
+    """The sampler as saved with a conversation."""
+    return {
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k,
+        "min_p": sampling.min_p,
+        "repetition_penalty": sampling.repetition_penalty,
+        "max_new_tokens": sampling.max_new_tokens,
+        "seed": sampling.seed,
+    }
+
+
+def local_meta(target: LocalTarget, backend: str, choice: TemplateChoice, settings: ChatSettings) -> ChatMeta:
+    """Which model, template and sampler a local conversation used."""
+    return ChatMeta(
+        repo_id=target.repo_id,
+        branch=target.branch,
+        commit=target.commit,
+        model_dir=str(target.model_dir),
+        backend=backend,
+        template=choice.name,
+        template_source=str(choice.source),
+        sampler=sampler_dict(settings.sampling),
+    )
+
+
+# -- remote endpoints -------------------------------------------------------------------------------
+
+
+def endpoint_profile_repo(endpoint: Endpoint) -> str:
+    """The profile "repo" of a server: ``endpoint:<url without secrets>``."""
+    from app.backends.openai_remote import display_url
+
+    return f"endpoint:{display_url(endpoint.base_url)}"
+
+
+def remote_meta(model_id: str, where: str, choice: TemplateChoice, settings: ChatSettings) -> ChatMeta:
+    """Which server, model, template and sampler a remote conversation used."""
+    return ChatMeta(
+        repo_id=model_id,
+        backend=f"openai ({where})",
+        template=choice.name,
+        template_source=str(choice.source),
+        sampler=sampler_dict(settings.sampling),
+    )
