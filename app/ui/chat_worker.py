@@ -156,15 +156,23 @@ class ChatWorker(QObject):
         self._plan: ChatPlan | None = None
         self._detected: TemplateChoice | None = None
         self._cancel_load = threading.Event()
+        # Set by Stop, cleared when the GUI asks for a new reply: a Stop pressed before the engine has
+        # started the reply (the request is still queued) must not be lost.
+        self._stop_requested = threading.Event()
         self.streaming = False
 
     # -- direct calls from the GUI thread (thread-safe) -------------------------------------------
 
     def stop(self) -> None:
         """Stop the streaming reply; the partial reply is kept."""
+        self._stop_requested.set()
         session = self.session
         if session is not None:
             session.stop()
+
+    def arm(self) -> None:
+        """Forget an earlier Stop: called on the GUI thread just before a new reply is requested."""
+        self._stop_requested.clear()
 
     def cancel_load(self) -> None:
         """Cancel a load in progress."""
@@ -436,6 +444,8 @@ class ChatWorker(QObject):
         flushed = 0.0
         try:
             for item in chunks:
+                if self._stop_requested.is_set():
+                    session.stop()  # the generator checks it before the next token
                 if isinstance(item, ReplyEnd):
                     end = item
                     continue
@@ -556,18 +566,22 @@ class ChatController(QObject):
 
     def send(self, text: str) -> None:
         """Send a message."""
+        self.worker.arm()
         self._started()._send.emit(text)
 
     def regenerate(self) -> None:
         """Regenerate the last reply."""
+        self.worker.arm()
         self._started()._regenerate.emit()
 
     def continue_reply(self) -> None:
         """Continue the last reply."""
+        self.worker.arm()
         self._started()._continue.emit()
 
     def edit(self, message_id: str, text: str) -> None:
         """Edit a message."""
+        self.worker.arm()
         self._started()._edit.emit(message_id, text)
 
     def pin(self, message_id: str, pinned: bool) -> None:

@@ -185,6 +185,23 @@ def _long_conversation(turns: int) -> dict[str, object]:
     return {"format": "quantdesk-conversation", "version": 1, "title": "Long chat", "messages": messages}
 
 
+def test_stop_pressed_before_the_first_token_is_not_lost(
+    qtbot: QtBot, make_page: object, tiny_models: dict[str, Path]
+) -> None:
+    page: ChatPage = make_page()  # type: ignore[operator]
+    load(qtbot, page, tiny_models[TINY_MAIN])
+    set_field(page, "max_new_tokens", 400)
+    set_field(page, "temperature", 1.0)
+    with qtbot.waitSignal(page.reply_done, timeout=REPLY_MS) as done:
+        page.input.setPlainText("The quick brown fox")
+        qtbot.keyClick(page.input, Qt.Key.Key_Return)
+        page.controller.stop()  # at once: the request is still queued for the chat thread
+    outcome: ReplyOutcome = done.args[0]
+    reply = outcome.state.conversation.messages[-1]
+    assert reply.role is Role.ASSISTANT and reply.stop_reason == "cancelled"
+    assert outcome.stats is not None and outcome.stats.new_tokens <= 2
+
+
 def test_budget_meter_marks_dropped_turns_and_pinning_keeps_one(
     qtbot: QtBot, make_page: object, tiny_models: dict[str, Path], tmp_path: Path
 ) -> None:
