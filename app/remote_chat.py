@@ -209,48 +209,7 @@ def _stream_reply(session: ChatSession, chunks: Iterator[str | ReplyEnd], out: T
 
 
 def _repl(session: ChatSession, out: TextIO, inp: TextIO) -> int:
-    from app.chat.storage import ChatStore
+    from app.chat.cli import run_repl
 
-    print(REPL_HELP, file=sys.stderr)
-    store: ChatStore | None = None  # saved on /save, then after every change
-    try:
-        while True:
-            out.write("> ")
-            out.flush()
-            try:
-                line = inp.readline()
-            except KeyboardInterrupt:
-                line = ""
-            if not line:
-                out.write("\n")
-                return 0
-            text = line.rstrip("\n")
-            command = text.strip().lower()
-            if command in ("/exit", "/quit"):
-                return 0
-            if command == "/reset":
-                meta = session.conversation.meta
-                session.reset().meta = meta
-                session.store = None
-                print("New conversation.", file=sys.stderr)
-                continue
-            if command == "/save":
-                store = store or ChatStore()
-                session.store = store
-                store.sync(session.conversation)
-                print(
-                    f"Saved as conversation {session.conversation.id}; later turns are saved too.",
-                    file=sys.stderr,
-                )
-                continue
-            if not text.strip():
-                continue
-            try:
-                chunks = session.send(text)
-            except QuantDeskError as exc:
-                print(f"error: {exc.user_message}", file=sys.stderr)
-                continue
-            _stream_reply(session, chunks, out)  # a failed reply is reported; the session goes on
-    finally:
-        if store is not None:
-            store.close()
+    # _stream_reply reports a failed reply itself, so the session goes on after it.
+    return run_repl(session, out, inp, REPL_HELP, lambda chunks: _stream_reply(session, chunks, out))

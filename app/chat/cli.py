@@ -39,7 +39,7 @@ from app.chat.templates import (
     render_text,
     template_names,
 )
-from app.errors import ChatError, ChatModelNotFoundError, InvalidRepoIdError
+from app.errors import ChatError, ChatModelNotFoundError, InvalidRepoIdError, QuantDeskError
 
 BACKEND_CHOICES = ("auto", "gptqmodel", "exllamav2")
 REPL_HELP = (
@@ -336,10 +336,21 @@ def run_chat(args: argparse.Namespace, out: TextIO | None = None, inp: TextIO | 
         model.unload()
 
 
-def _repl(session: ChatSession, out: TextIO, inp: TextIO) -> int:
+def run_repl(
+    session: ChatSession,
+    out: TextIO,
+    inp: TextIO,
+    help_text: str,
+    stream_reply: Callable[[Iterator[str | ReplyEnd]], object],
+) -> int:
+    """The interactive chat loop shared by local and remote chats: /reset, /save, /exit.
+
+    ``stream_reply`` prints one reply; an error from sending or streaming is printed and the session
+    goes on (the partial reply stays in the conversation).
+    """
     from app.chat.storage import ChatStore
 
-    print(REPL_HELP, file=sys.stderr)
+    print(help_text, file=sys.stderr)
     store: ChatStore | None = None  # conversations are saved on /save, then after every change
     try:
         while True:
@@ -374,15 +385,21 @@ def _repl(session: ChatSession, out: TextIO, inp: TextIO) -> int:
             if not text.strip():
                 continue
             try:
-                end = _stream_reply(session.send(text), session, out)
-            except ChatError as exc:
+                stream_reply(session.send(text))
+            except QuantDeskError as exc:
                 print(f"error: {exc.user_message}", file=sys.stderr)
-                continue
-            if end is not None and end.plan.dropped:
-                print(
-                    f"note: {len(end.plan.dropped)} earlier message(s) are out of context for this reply.",
-                    file=sys.stderr,
-                )
     finally:
         if store is not None:
             store.close()
+
+
+def _repl(session: ChatSession, out: TextIO, inp: TextIO) -> int:
+    def reply(chunks: Iterator[str | ReplyEnd]) -> None:
+        end = _stream_reply(chunks, session, out)
+        if end is not None and end.plan.dropped:
+            print(
+                f"note: {len(end.plan.dropped)} earlier message(s) are out of context for this reply.",
+                file=sys.stderr,
+            )
+
+    return run_repl(session, out, inp, REPL_HELP, reply)
