@@ -209,7 +209,7 @@ def _stream_reply(session: ChatSession, chunks: Iterator[str | ReplyEnd], out: T
 
 
 def _repl(session: ChatSession, out: TextIO, inp: TextIO) -> int:
-    from app.chat.cli import run_repl
+    from app.cli.chat import run_repl
 
     # _stream_reply reports a failed reply itself, so the session goes on after it.
     return run_repl(session, out, inp, REPL_HELP, lambda chunks: _stream_reply(session, chunks, out))

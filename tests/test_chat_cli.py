@@ -37,7 +37,7 @@ def fake_load(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         loads.append({"dir": files.model_dir, "backend": backend, "settings": settings, "model": model})
         return model
 
-    monkeypatch.setattr("app.chat.cli.load_model", load)
+    monkeypatch.setattr("app.cli.chat.load_model", load)
     return loads
 
 
@@ -199,8 +199,8 @@ def test_backend_selection_for_a_local_folder_uses_the_catalog_rules(
 ) -> None:
     from app.backends.base import LoadSettings
     from app.backends.gptqmodel import GPTQModelRules
-    from app.chat.cli import load_model
     from app.chat.model_files import local_branch_info, read_model_files
+    from app.cli.chat import load_model
     from app.errors import BackendRefusedError
 
     loaded: list[Path] = []

@@ -266,10 +266,10 @@ def test_saved_settings_apply_after_reload_and_reset(
 def test_smollm2_two_turns_stream_and_preview_matches_the_engine(
     qtbot: QtBot, make_page: object, smollm2_dir: Path
 ) -> None:
-    from app.chat.cli import render_prompt
     from app.chat.detection import detect_for_model
     from app.chat.model_files import read_model_files
     from app.chat.templates import ChatMessage
+    from app.cli.chat import render_prompt
 
     ProfileStore().update(
         "local",

@@ -1,6 +1,7 @@
 """``quantdesk chat`` and ``quantdesk render``: argument definitions and handlers.
 
-``app.cli`` registers these subcommands and dispatches to :func:`run_chat`/:func:`run_render`. Nothing
+``app.cli.chat_command`` and ``app.cli.render_command`` register these subcommands and call
+:func:`run_chat`/:func:`run_render`. Nothing
 heavy is imported here at module level: a backend (torch, gptqmodel) loads only inside
 :func:`run_chat`, once a model is about to be loaded.
 """
@@ -39,19 +40,13 @@ from app.chat.templates import (
     render_text,
     template_names,
 )
+from app.cli.args import positive_int
 from app.errors import ChatError, ChatModelNotFoundError, InvalidRepoIdError, QuantDeskError
 
 BACKEND_CHOICES = ("auto", "gptqmodel", "exllamav2")
 REPL_HELP = (
     "Commands: /reset (new conversation), /save (keep this conversation), /exit. Ctrl-C stops a reply."
 )
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive number")
-    return value
 
 
 def _temperature(text: str) -> float:
@@ -78,10 +73,10 @@ def add_chat_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     chat.add_argument("--template", default=None, help="prompt template name, or 'jinja' for the model's own")
     chat.add_argument("--system", default=None, help="system prompt ('' for none)")
     chat.add_argument("--prompt", default=None, help="send this one message, print the reply and exit")
-    chat.add_argument("--max-new-tokens", type=_positive_int, default=None, help="longest reply in tokens")
+    chat.add_argument("--max-new-tokens", type=positive_int, default=None, help="longest reply in tokens")
     chat.add_argument("--temperature", type=_temperature, default=None, help="0 for greedy decoding")
     chat.add_argument("--seed", type=int, default=None, help="sampling seed (reproducible replies)")
-    chat.add_argument("--context", type=_positive_int, default=None, help="context length to load with")
+    chat.add_argument("--context", type=positive_int, default=None, help="context length to load with")
     chat.add_argument(
         "--save-profile", action="store_true", help="store these options in the model's profile"
     )

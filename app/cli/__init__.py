@@ -1,0 +1,59 @@
+"""The ``quantdesk`` command line: one module per subcommand, registered in :data:`COMMANDS`.
+
+Each command module offers ``add_parser(commands)`` and ``run(args) -> exit code``; nothing heavy is
+imported until a command runs (a backend loads torch only once a model is about to be loaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from app import __version__
+from app.errors import QuantDeskError
+
+_COMMANDS_HELP = "Run 'quantdesk branches TheBloke/Llama-2-70B-GPTQ' to see a repo's quantization branches."
+
+# Subcommand name → module under app.cli holding its add_parser/run. Order is the order of --help.
+COMMANDS: dict[str, str] = {
+    "branches": "app.cli.branches",
+    "download": "app.cli.download",
+    "chat": "app.cli.chat_command",
+    "render": "app.cli.render_command",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``quantdesk`` command."""
+    parser = argparse.ArgumentParser(
+        prog="quantdesk",
+        description="Browse, download and chat with GPTQ-quantized LLMs from the Hugging Face Hub.",
+        epilog=_COMMANDS_HELP,
+    )
+    parser.add_argument("--version", action="version", version=f"quantdesk {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMANDS.values():
+        importlib.import_module(module).add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``quantdesk`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        # No command: open the main window (Qt is imported only on this path; --help prints help).
+        from app.ui.app import run_gui
+
+        return run_gui()
+    try:
+        exit_code: int = importlib.import_module(COMMANDS[args.command]).run(args)
+        return exit_code
+    except QuantDeskError as exc:
+        print(f"error: {exc.user_message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted.", file=sys.stderr)
+        return 130

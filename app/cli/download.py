@@ -1,0 +1,57 @@
+"""``quantdesk download REPO[:BRANCH]``: fetch one branch resumably into a model folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app.cli.args import Subcommands, positive_int
+
+
+def add_parser(commands: Subcommands) -> None:
+    """Register ``quantdesk download``."""
+    download = commands.add_parser(
+        "download",
+        help="download (or resume, or update) one branch of a repo",
+        description="Download a branch's weights, configs and tokenizer files into the models folder, "
+        "resumably: Ctrl-C keeps what was fetched and running the same command again resumes. "
+        "Prints the model folder's path last when every file is verified.",
+    )
+    download.add_argument("repo", help="org/name or org/name:branch (default branch: main)")
+    download.add_argument("--dir", default=None, help="the model folder (default: <data dir>/models/...)")
+    download.add_argument("--jobs", type=positive_int, default=4, help="files in parallel (default 4)")
+    download.add_argument("--all-files", action="store_true", help="fetch every file of the branch")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Download one branch; print the model folder last."""
+    from pathlib import Path
+
+    from app.catalog.repo_ref import parse_repo_ref
+    from app.cli.progress import ProgressPrinter
+    from app.downloads import BranchDownload, DownloadOptions, Outcome
+
+    ref = parse_repo_ref(args.repo)
+    options = DownloadOptions(
+        target=Path(args.dir).expanduser() if args.dir else None, jobs=args.jobs, all_files=args.all_files
+    )
+    printer = ProgressPrinter(sys.stderr)
+    job = BranchDownload(ref.repo_id, ref.branch or "main", options=options, on_progress=printer)
+    try:
+        result = job.run()
+    except KeyboardInterrupt:
+        printer.finish()
+        print(
+            "Paused: what was downloaded is kept. Run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        printer.finish()
+    if result.outcome is not Outcome.COMPLETE:
+        print(f"error: download {result.outcome}.", file=sys.stderr)
+        return 1
+    if result.source == "hf-cache":
+        print("Already in the Hugging Face cache; nothing downloaded.", file=sys.stderr)
+    print(result.path)
+    return 0
