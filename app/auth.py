@@ -1,21 +1,30 @@
-"""The Hugging Face token: from ``HF_TOKEN`` or the OS keyring, never from a plain file of ours.
+"""The Hugging Face token: from ``HF_TOKEN``, the OS keyring, or (when there is no usable keyring)
+this process's memory until it exits. Never from a plain file of ours.
 
 The token is never logged or put into an error message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 
 KEYRING_SERVICE = "QuantDesk"
 KEYRING_USER = "huggingface-token"
 
+# Where no OS keyring works, a saved token lives here until the app closes (so "Save" still works).
+_session_token: str | None = None
+_session_lock = threading.Lock()
 
-def read_token() -> str | None:
-    """The token to use: ``HF_TOKEN`` wins over the keyring; None when neither has one."""
-    env = os.environ.get("HF_TOKEN", "").strip()
-    if env:
-        return env
+NO_KEYRING_HELP = (
+    "For a token that lasts, install the keyrings.alt package and set "
+    "PYTHON_KEYRING_BACKEND=keyrings.alt.file.EncryptedKeyring (an encrypted file keyring), "
+    "or set the HF_TOKEN environment variable before starting QuantDesk."
+)
+
+
+def _keyring_token() -> str | None:
     try:
         import keyring
 
@@ -25,22 +34,57 @@ def read_token() -> str | None:
     return stored.strip() if stored else None
 
 
-def store_token(token: str) -> None:
-    """Save the token in the OS keyring; raises keyring's error when no keyring is available."""
-    import keyring
+def read_token() -> str | None:
+    """The token to use: ``HF_TOKEN``, else the keyring's, else the one kept in memory; None if none."""
+    env = os.environ.get("HF_TOKEN", "").strip()
+    if env:
+        return env
+    return _keyring_token() or _session_token
 
-    keyring.set_password(KEYRING_SERVICE, KEYRING_USER, token.strip())
+
+def store_token(token: str) -> bool:
+    """Save the token: in the OS keyring when one works (True), else in memory until exit (False).
+
+    A keyring that raises, or that silently keeps nothing (the "null" backend), counts as none.
+    """
+    global _session_token
+    token = token.strip()
+    try:
+        import keyring
+
+        keyring.set_password(KEYRING_SERVICE, KEYRING_USER, token)
+        kept = _keyring_token() == token
+    except Exception:  # keyring's errors (no backend, locked, denied) all mean "not kept there"
+        kept = False
+    with _session_lock:
+        _session_token = None if kept else token
+    return kept
 
 
 def delete_token() -> None:
-    """Remove the token from the OS keyring (no error when there is none)."""
-    import contextlib
-
+    """Forget the token: the keyring's and the one kept in memory (no error when there is none)."""
+    global _session_token
+    with _session_lock:
+        _session_token = None
     import keyring
     from keyring.errors import PasswordDeleteError
 
     with contextlib.suppress(PasswordDeleteError):
         keyring.delete_password(KEYRING_SERVICE, KEYRING_USER)
+
+
+def token_status() -> str:
+    """Where the token in use comes from, in one or two sentences (reads the keyring)."""
+    if os.environ.get("HF_TOKEN", "").strip():
+        return "HF_TOKEN is set in the environment; it is used instead of the keyring."
+    if _keyring_token():
+        return "A token is stored in the OS keyring."
+    if _session_token:
+        return (
+            "No usable OS keyring: the token is kept in memory only, until QuantDesk closes. "
+            + NO_KEYRING_HELP
+        )
+    return "No token: public repos only."
 
 
 def whoami(token: str) -> str:

@@ -27,6 +27,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("app.auth._session_token", None)  # a token kept in memory lives for one test
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # tests never see a real GPU, even on a GPU host
     return home
 

@@ -66,7 +66,6 @@ def test_offline_shows_the_cache(hub: HubEmulator) -> None:
         (["branches", "not a repo"], "is not a Hugging Face model repo"),
         (["branches", "TheBloke/Nope-GPTQ"], "was not found on the Hub"),
         (["branches", "TheBloke/TinyLlama-GPTQ:nope"], "Branch 'nope' does not exist"),
-        (["branches", "TheBloke/Gated-GPTQ"], "is gated"),
         (["branches", "TheBloke/Uncached-GPTQ", "--offline"], "Nothing is cached"),
     ],
 )
@@ -79,6 +78,13 @@ def test_errors_are_one_clear_line_and_a_nonzero_exit(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_gated_repo_prints_its_table_and_says_how_to_get_access(hub: HubEmulator) -> None:
+    result = _run("branches", "TheBloke/Gated-GPTQ")
+    assert result.returncode == 0
+    assert result.stdout.startswith("TheBloke/Gated-GPTQ: ") and "main" in result.stdout
+    assert "is gated" in result.stderr and "token" in result.stderr
 
 
 def test_server_errors_are_reported_not_raised(hub: HubEmulator) -> None:

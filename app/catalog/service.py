@@ -24,6 +24,9 @@ from app.paths import app_paths
 
 # Errors that concern the whole repo or the user's access: no point listing other branches.
 _REPO_LEVEL = (errors.GatedRepoError, errors.TokenRejectedError, errors.RepoNotFoundError)
+# A gated repo's branch list and file tree are public; only its files need granted access. The table is
+# shown from what is public, and only the download is gated.
+_GATED_FILE_NOTE = "Its config files need access, so bits and group come from the branch name and card."
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class RepoCatalog:
     card: ModelCard
     stale: bool = False  # True when shown from the cache without a successful refresh
     stale_reason: str = ""
+    access_note: str = ""  # set for a gated repo this user cannot download yet: what to do about it
 
     def branch(self, name: str) -> BranchInfo | None:
         """One branch by name."""
@@ -115,6 +119,7 @@ class Catalog:
         card_text = record.card_text if record.card_commit == card_ref.commit else None
         need_card = card_text is None
 
+        gated: list[errors.GatedRepoError] = []
         with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="catalog") as pool:
             card_future = (
                 pool.submit(client.text_file, ref.repo_id, card_ref.commit, "README.md", card_ref.name)
@@ -123,9 +128,11 @@ class Catalog:
             )
             branch_futures = {b.name: self._submit_branch(pool, client, ref.repo_id, b) for b in todo}
             if card_future is not None:
-                card_text = self._card_text(card_future)
+                card_text = self._card_text(card_future, gated)
             card = parse_model_card(card_text or "")
-            fresh = {name: self._collect(ref.repo_id, sub, card) for name, sub in branch_futures.items()}
+            fresh = {
+                name: self._collect(ref.repo_id, sub, card, gated) for name, sub in branch_futures.items()
+            }
 
         branches = {n: b for n, b in record.branches.items() if any(r.name == n for r in refs)}
         branches.update(fresh)
@@ -138,14 +145,20 @@ class Catalog:
             card_ref.commit,
             card_text or "",
         )
+        if gated:
+            # Built without the gated files: shown, never cached, so a token added later gets the full facts.
+            return replace(self._from_record(record, ref), access_note=gated[0].user_message)
         # A branch that failed to read is shown with its error but not cached, so the next refresh retries it.
         self.cache.save(replace(record, branches={n: b for n, b in branches.items() if not b.error}))
         return self._from_record(record, ref)
 
     @staticmethod
-    def _card_text(future: Future[str | None]) -> str | None:
+    def _card_text(future: Future[str | None], gated: list[errors.GatedRepoError]) -> str | None:
         try:
             return future.result()
+        except errors.GatedRepoError as exc:
+            gated.append(exc)
+            return None
         except _REPO_LEVEL:
             raise
         except errors.QuantDeskError:
@@ -166,14 +179,24 @@ class Catalog:
 
     @staticmethod
     def _collect(
-        repo_id: str, submitted: tuple[BranchRef, dict[str, Future[Any]]], card: ModelCard
+        repo_id: str,
+        submitted: tuple[BranchRef, dict[str, Future[Any]]],
+        card: ModelCard,
+        gated: list[errors.GatedRepoError],
     ) -> BranchInfo:
         branch, futures = submitted
         results: dict[str, Any] = {}
         problems: list[str] = []
+        locked = False
         for key, future in futures.items():
             try:
                 results[key] = future.result()
+            except errors.GatedRepoError as exc:
+                if key == "tree":
+                    raise
+                gated.append(exc)
+                locked = True
+                results[key] = None
             except _REPO_LEVEL:
                 raise
             except errors.MalformedResponseError as exc:
@@ -194,7 +217,9 @@ class Catalog:
             chat_template_jinja=results["chat_template_jinja"],
             problems=tuple(problems),
         )
-        return build_branch_info(fetched, card)
+        info = build_branch_info(fetched, card)
+        # The warnings about missing config files would mislead: the files exist, they are locked.
+        return replace(info, warnings=(_GATED_FILE_NOTE,)) if locked else info
 
 
 def _failed_branch(repo_id: str, branch: BranchRef, exc: errors.QuantDeskError) -> BranchInfo:

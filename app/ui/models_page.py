@@ -437,7 +437,9 @@ class ModelsPage(QWidget):
         self.stack.setCurrentWidget(self.table)
         self.details.show()
         self.model.set_branches(catalog.repo_id, catalog.branches)  # the reset re-selects the row
-        if final and not catalog.stale:
+        if final and catalog.access_note:
+            self._set_status(f"🔒 {catalog.access_note}", stale=True)
+        elif final and not catalog.stale:
             count = len(catalog.branches)
             self._set_status(
                 f"{count} branch{'es' if count != 1 else ''} · updated {_clock(catalog.fetched_at)}"

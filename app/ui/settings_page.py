@@ -3,7 +3,6 @@ downloads, auto-resume and the default context length. Keyring and network calls
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -33,42 +32,30 @@ MAX_CONTEXT = 1 << 20
 
 def token_status() -> str:
     """Worker body: where the token comes from, in words (reads the keyring)."""
-    from app.auth import read_token
+    from app.auth import token_status as status
 
-    if os.environ.get("HF_TOKEN", "").strip():
-        return "HF_TOKEN is set in the environment; it is used instead of the keyring."
-    return "A token is stored in the OS keyring." if read_token() else "No token: public repos only."
+    return status()
 
 
 def save_token(token: str) -> str:
-    """Worker body: store the token in the OS keyring."""
-    from app.auth import read_token, store_token
+    """Worker body: store the token in the OS keyring, or in memory until exit when there is none."""
+    from app.auth import store_token
+    from app.auth import token_status as status
 
-    try:
-        store_token(token)
-    except Exception as exc:  # keyring's errors (no backend, locked, denied) are not QuantDeskErrors
-        raise QuantDeskError(
-            "The token could not be stored: no usable OS keyring.",
-            "Unlock or install a keyring (e.g. GNOME Keyring, KWallet), or set HF_TOKEN instead.",
-            detail=f"{exc.__class__.__name__}: {exc}",
-        ) from exc
-    if read_token() is None:
-        raise QuantDeskError(
-            "The OS keyring did not keep the token.",
-            "Your keyring backend does not store secrets; set HF_TOKEN instead.",
-        )
-    return token_status()
+    store_token(token)
+    return status()
 
 
 def remove_token() -> str:
-    """Worker body: delete the keyring's token."""
+    """Worker body: forget the token (keyring and memory)."""
     from app.auth import delete_token
+    from app.auth import token_status as status
 
     try:
         delete_token()
     except Exception as exc:
         raise QuantDeskError("The token could not be removed from the OS keyring.", detail=str(exc)) from exc
-    return token_status()
+    return status()
 
 
 def check_token(typed: str) -> str:
@@ -145,13 +132,18 @@ class SettingsPage(QWidget):
         token_row.addWidget(self.remove_token_button)
         token_form.addRow("Token", token_row)
         self.token_status = QLabel("Checking the keyring…")
+        self.token_status.setWordWrap(True)
         token_form.addRow("", self.token_status)
         self.token_result = QLabel()
         self.token_result.setWordWrap(True)
         self.token_result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         token_form.addRow("", self.token_result)
         self.token_result.hide()
-        note = QLabel("The token is kept in your OS keyring (never in a file) and is never logged.")
+        note = QLabel(
+            "The token is kept in your OS keyring (or in memory until QuantDesk closes when there is none), "
+            "never in a plain file, and is never logged."
+        )
+        note.setWordWrap(True)
         note.setStyleSheet(f"color: {theme.muted_text().name()};")
         token_form.addRow("", note)
         layout.addWidget(token_box)

@@ -15,7 +15,7 @@ import app.auth
 from app.ui.downloads_controller import JobState
 from app.ui.main_window import MainWindow
 from app.ui.settings import UiSettings, settings_path
-from tests.conftest import UNGRANTED_TOKEN
+from tests.conftest import GRANTED_TOKEN, UNGRANTED_TOKEN
 from tests.hub_emulator import HubEmulator
 from tests.ui.conftest import TINY, WAIT_MS, WindowFactory, open_repo
 
@@ -177,3 +177,26 @@ def test_test_token_reports_a_rejected_token(qtbot: QtBot, window: MainWindow) -
     assert "rejected this token" in page.token_result.text()
     assert "rejected this token" in window.banner.message.text()
     assert "hf_not_a_valid_token" not in window.banner.message.text()
+
+
+@pytest.mark.parametrize("backend", ["keyring.backends.null.Keyring", "keyring.backends.fail.Keyring"])
+def test_without_a_keyring_the_saved_token_is_kept_in_memory_and_used(
+    qtbot: QtBot, window: MainWindow, backend: str
+) -> None:
+    # The null backend keeps nothing silently; the fail backend raises: neither may lose the token.
+    from keyring.core import load_keyring
+
+    keyring.set_keyring(load_keyring(backend))
+    try:
+        page = window.settings_page
+        page.token.setText(GRANTED_TOKEN)
+        page.save_token_button.click()
+        qtbot.waitUntil(lambda: "in memory only" in page.token_status.text(), timeout=WAIT_MS)
+        status = page.token_status.text()
+        assert "keyrings.alt" in status and "HF_TOKEN" in status and GRANTED_TOKEN not in status
+        assert app.auth.read_token() == GRANTED_TOKEN
+        # The token in memory opens the gated repo with its full facts.
+        open_repo(qtbot, window, "TheBloke/Gated-GPTQ")
+        assert window.models_page.catalog is not None and not window.models_page.catalog.access_note
+    finally:
+        keyring.set_keyring(NullKeyring())

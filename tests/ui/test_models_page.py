@@ -126,3 +126,12 @@ def test_first_start_suggests_repos_and_history_is_kept(
     again = make_window()
     qtbot.waitUntil(lambda: again.models_page.proxy.rowCount() == 8, timeout=30_000)
     assert again.models_page.repo_box.currentText() == TINY
+
+
+def test_gated_repo_without_token_shows_its_table_and_how_to_get_access(
+    qtbot: QtBot, window: MainWindow
+) -> None:
+    open_repo(qtbot, window, "TheBloke/Gated-GPTQ")
+    page = window.models_page
+    assert page.stack.currentWidget() is page.table and page.proxy.rowCount() >= 1
+    assert "gated" in page.status_label.text() and "token" in page.status_label.text()
