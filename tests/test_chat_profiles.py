@@ -114,16 +114,18 @@ def test_each_repo_and_branch_has_its_own_file() -> None:
     assert len(paths) == 4
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"settings": 3}', ""])
-def test_a_corrupt_profile_is_set_aside_and_defaults_apply(content: str) -> None:
+@pytest.mark.parametrize(
+    "content", [b"{not json", b"[1, 2]", b'{"settings": 3}', b"", b'{"settings": {"top_k": "\xff\xfe"}}']
+)
+def test_a_corrupt_profile_is_set_aside_and_defaults_apply(content: bytes) -> None:
     store = ProfileStore()
     path = store.path_for(REPO, BRANCH)
     path.parent.mkdir(parents=True)
-    path.write_text(content)
+    path.write_bytes(content)
     loaded = store.load(REPO, BRANCH)
     assert loaded.profile == Profile(REPO, BRANCH)
     assert loaded.warning and "set aside" in loaded.warning and "defaults apply" in loaded.warning
-    assert loaded.set_aside is not None and loaded.set_aside.read_text() == content
+    assert loaded.set_aside is not None and loaded.set_aside.read_bytes() == content
     assert not path.exists()
     assert store.load(REPO, BRANCH).warning is None  # told once; next time there is simply no profile
     store.update(REPO, BRANCH, ModelSettings(top_k=5))  # and saving works again

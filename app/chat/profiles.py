@@ -332,7 +332,7 @@ class ProfileStore:
         path = self.path_for(repo_id, branch)
         empty = Profile(repo_id, branch)
         try:
-            text = path.read_text(encoding="utf-8")
+            raw = path.read_bytes()
         except FileNotFoundError:
             return ProfileLoad(empty)
         except OSError as exc:
@@ -340,7 +340,7 @@ class ProfileStore:
                 empty, f"The settings of {repo_id}:{branch} could not be read ({exc}); defaults apply."
             )
         try:
-            data = json.loads(text)
+            data = json.loads(raw.decode("utf-8"))  # bytes that are not UTF-8 are damage too
             if not isinstance(data, dict) or not isinstance(data.get("settings", {}), dict):
                 raise ValueError("not a profile object")
         except ValueError as exc:
