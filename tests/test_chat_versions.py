@@ -132,7 +132,7 @@ def test_a_new_chat_is_listed_at_once_with_its_dates_and_model() -> None:
         new = session.reset()  # New chat: no message yet
         summaries = store.list()
         assert session.reset() is new and len(store.list()) == 2  # still empty: no second empty chat
-    assert [s.id for s in summaries][0] == new.id and summaries[0].message_count == 0
+    assert summaries[0].id == new.id and summaries[0].message_count == 0
     assert summaries[0].model == "SmolLM2-135M-GPTQ"
     assert before - 1 <= summaries[0].created_at <= summaries[0].updated_at <= time.time() + 1
 
