@@ -79,6 +79,23 @@ def test_regenerate_an_earlier_reply_by_id_branches_there() -> None:
         session.regenerate(session.conversation.active_path()[0].id)
 
 
+def test_the_model_sees_only_the_active_branch_and_the_budget_plans_on_it() -> None:
+    session = _session(None, [["a1"], ["a2"], ["b1"], ["b2"]])
+    _run(session.send("old question " + "x" * 40))
+    _run(session.send("old follow-up " + "y" * 40))
+    session.edit(session.conversation.active_path()[0].id, "new question")
+    _run(session.reply())
+    _, end = _run(session.send("new follow-up"))
+    model = session.model
+    assert isinstance(model, ScriptedModel)
+    prompt = model.tokenizer.spell(model.prompts[-1])
+    assert "new question" in prompt and "b1" in prompt and "new follow-up" in prompt
+    assert "old" not in prompt and "a1" not in prompt  # the other branch is not in the prompt
+    on_path = {m.id for m in session.conversation.active_path()}
+    assert set(end.plan.kept) | set(end.plan.dropped) <= on_path
+    assert session.preview_prompt().plan.kept == tuple(m.id for m in session.conversation.active_path())
+
+
 def test_continue_extends_the_current_version_and_adds_up_its_stats() -> None:
     session = _session(None, [["Once ", "upon"], [" a time."]], sampling=Sampling(max_new_tokens=2))
     _, first = _run(session.send("story"))
@@ -101,6 +118,7 @@ def test_reply_stats_are_saved_and_shown_again_after_a_restart(tmp_path: Path) -
     assert (stats.tokens, stats.backend) == (2, "fake")
     assert stats.sampler["temperature"] == 0.3 and stats.sampler["seed"] == 11
     assert stats.time_to_first_token_s >= 0 and stats.tokens_per_second >= 0
+    assert stats.summary().startswith("2 tokens · ") and "first token" in stats.summary()
 
 
 def test_edit_delete_and_switch_are_saved(tmp_path: Path) -> None:
