@@ -251,3 +251,18 @@ def test_a_crash_mid_reply_on_a_second_branch_keeps_both_branches_and_the_stream
     else:
         assert [m.content for m in path_now[:-1]] == ["u1", "a1", "u2"]
         assert [m.content for m in conv.versions(reply.id)] == ["a2", reply.content]
+
+
+def test_save_message_writes_one_new_version_in_its_place(tmp_path: Path) -> None:
+    path = tmp_path / "chats.sqlite3"
+    with ChatStore(path) as store:
+        conv = Conversation()
+        question = conv.add(Role.USER, "q")
+        first = conv.add(Role.ASSISTANT, "first")
+        store.sync(conv)
+        second = conv.add_child(question.id, Role.ASSISTANT, "second")
+        store.save_message(conv, second)
+    with ChatStore(path) as store:
+        loaded = store.load(conv.id)
+    assert _texts(loaded) == ["q", "second"]
+    assert [m.id for m in loaded.versions(first.id)] == [first.id, second.id]
