@@ -145,7 +145,7 @@ def test_stop_regenerate_continue_edit_and_pin(
     assert "tokens/s" in widget.footer.text() and "first token" in widget.footer.text()
     assert "Stopped" in widget.footer.text()
 
-    # Regenerate replaces the last reply.
+    # Regenerate makes a new version of the last reply (the old one stays a version).
     set_field(page, "max_new_tokens", 6)
     with qtbot.waitSignal(page.reply_done, timeout=REPLY_MS) as done:
         page.message_widgets[reply.id].buttons["regenerate"].click()
@@ -159,7 +159,7 @@ def test_stop_regenerate_continue_edit_and_pin(
     continued = done.args[0].state.conversation.messages
     assert len(continued) == 2 and continued[-1].content.startswith(before)
 
-    # A second turn, then editing the first question drops the later turns and answers again.
+    # A second turn, then editing the first question branches off and answers again.
     send(qtbot, page, "Once upon a time")
     assert len(page.state.conversation.messages) == 4  # type: ignore[union-attr]
     first = page.state.conversation.messages[0]  # type: ignore[union-attr]
@@ -168,7 +168,10 @@ def test_stop_regenerate_continue_edit_and_pin(
         page.message_widgets[first.id].buttons["edit"].click()
     edited = done.args[0].state.conversation.messages
     assert [m.role for m in edited] == [Role.USER, Role.ASSISTANT]
-    assert edited[0].id == first.id and edited[0].content == "A new question"
+    # The edit is a new version of the question; the old one and its turns stay as another branch.
+    assert edited[0].id != first.id and edited[0].content == "A new question"
+    assert [m.id for m in done.args[0].state.conversation.versions(first.id)] == [first.id, edited[0].id]
+    first = edited[0]
 
     # Pin a turn.
     with qtbot.waitSignal(page.state_shown, timeout=REPLY_MS):
