@@ -21,7 +21,8 @@ from app.backends.base import (
 from app.backends.preflight import architecture_label, check_cancel, read_config
 from app.backends.probing import package_probe, torch_has_cuda
 from app.catalog.branch import BranchInfo
-from app.catalog.vram import CUDA_CONTEXT_BYTES, GIB, CacheType, VramBreakdown, kv_cache_bytes
+from app.catalog.estimate import STACKS, default_prompt, estimate_memory
+from app.catalog.vram import CacheType, VramBreakdown
 from app.errors import UnsupportedArchitectureError
 from app.hardware import Hardware
 
@@ -84,17 +85,6 @@ SUPPORTED_MODEL_TYPES = frozenset(
     }
 )
 
-# Scratch space ExLlamaV2 reserves per device grows with model size: ~0.25 GiB at 7B, ~0.7 GiB at 70B.
-_SCRATCH_7B, _SCRATCH_70B = 0.25 * GIB, 0.7 * GIB
-_MIN_SCRATCH = int(0.1 * GIB)
-
-
-def scratch_bytes(parameters: int) -> int:
-    """ExLlamaV2's per-device scratch for a model of ``parameters`` parameters (linear fit)."""
-    per_param = (_SCRATCH_70B - _SCRATCH_7B) / 63e9
-    return max(_MIN_SCRATCH, int(_SCRATCH_7B + (parameters - 7e9) * per_param))
-
-
 TESTED_VERSION_PREFIX = "0.3."
 
 
@@ -147,19 +137,19 @@ class ExLlamaV2Rules:
         return Compatibility(True, "4-bit GPTQ on a supported architecture with a CUDA GPU: fastest choice.")
 
     def memory_estimate(
-        self, branch: BranchInfo, context: int, cache_type: CacheType
+        self, branch: BranchInfo, context: int, cache_type: CacheType, prompt: int | None = None
     ) -> VramBreakdown | None:
-        """Weights without the embedding table (kept on the CPU), the chosen cache, scratch, CUDA context."""
+        """Peak on one GPU (stack ``exllamav2`` in :mod:`app.catalog.estimate`): weights without the
+        embedding table (kept on the CPU), the whole context's cache allocated at load, the fixed scratch
+        sized by ``max_input_len``, the prompt's transient in chunks of at most ``max_input_len`` tokens,
+        the autosplit reserve and the CUDA context. ``prompt`` defaults to :func:`default_prompt`."""
         weights = weights_bytes(branch)
         arch = branch.architecture
         if weights is None or arch is None:
             return None
-        return VramBreakdown(
-            weights=max(0, weights - arch.embedding_bytes),
-            kv_cache=kv_cache_bytes(arch, context, cache_type),
-            scratch=scratch_bytes(arch.parameter_count()),
-            cuda_context=CUDA_CONTEXT_BYTES,
-        )
+        tokens = prompt if prompt is not None else default_prompt(context)
+        stack = STACKS["exllamav2"]
+        return estimate_memory(arch, weights, branch.quantization.bits, stack, context, tokens, cache_type)
 
     def probe(self) -> Probe:
         """Installed, and torch is a CUDA build (``import exllamav2`` compiles against it)."""
