@@ -1,7 +1,7 @@
 """A small custom-painted bar chart of one branch's memory need per backend.
 
-Each backend gets a stacked bar (weights, KV cache, scratch, CUDA context) on a common scale, with a
-dashed marker at the memory that is free (the largest GPU's, or RAM on a CPU run).
+Each backend gets a stacked bar (weights, KV cache, prefill, buffers, reserve, CUDA context) on a common
+scale, with a dashed marker at the memory that is free (the largest GPU's, or RAM on a CPU run).
 """
 
 from __future__ import annotations
