@@ -93,14 +93,14 @@ class MeasuredStore:
     def all(self) -> list[MeasuredPeak]:
         """Every stored measurement (empty when there is no file or it was damaged)."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return []
         except OSError as exc:
             self.warning = f"Your memory measurements could not be read ({exc}); estimates use formulas only."
             return []
         try:
-            data = json.loads(text)
+            data = json.loads(raw.decode("utf-8"))
             if not isinstance(data, dict) or not isinstance(data.get("measurements"), list):
                 raise ValueError("not a measurements file")
         except ValueError as exc:  # UnicodeDecodeError is a ValueError too
