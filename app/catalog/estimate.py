@@ -29,8 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.catalog.architecture import Architecture
-from app.catalog.vram import CacheType, VramBreakdown, kv_cache_bytes
-from app.units import GIB, MIB
+from app.catalog.vram import CUDA_CONTEXT_BYTES, CacheType, VramBreakdown, kv_cache_bytes
+from app.units import MIB
 
 FP16 = 2
 FP32 = 4
@@ -139,9 +139,9 @@ def default_prompt(context: int) -> int:
     return max(1, min(context, max(512, context // 4)))
 
 
-# The CUDA context on the GPUs the figures come from. The optimum rows (A100, torch 2.0, nvidia-smi)
-# are the only ones that include it; QuantDesk plans with the same figure for every GPU.
-CUDA_CONTEXT = int(0.5 * GIB)
+# The CUDA context: the optimum rows (A100, torch 2.0, nvidia-smi) are the only ones that include it,
+# and fit 0.5 GiB (the upper end of NOTES.md's 0.3-0.5 GiB); QuantDesk plans with it for every GPU.
+CUDA_CONTEXT = CUDA_CONTEXT_BYTES
 
 STACKS: dict[str, StackProfile] = {
     # ExLlama (v1), per its model.py: temp_state (max_input_len x intermediate) and temp_dq (largest

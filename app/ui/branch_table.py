@@ -178,10 +178,12 @@ def memory_text(assessment: BackendAssessment) -> str:
     if assessment.vram is None:
         return "—"
     text = format_size(assessment.vram.total) + (" RAM" if assessment.on_cpu else "")
+    # Kept short: a wide cell would push Download and Description off-screen; the tooltip and the
+    # details pane say more.
     if assessment.measured_here is not None:
-        text += f" · measured here: {format_size(assessment.measured_here)}"
+        text += f" (measured {format_size(assessment.measured_here)})"
     elif assessment.measurement is not None:
-        text += " · corrected"
+        text += " (corrected)"
     return text if assessment.compatibility.compatible else f"({text})"
 
 
@@ -289,7 +291,11 @@ class BranchTableModel(QAbstractTableModel):
         if measurements == self._measurements:
             return
         self._measurements = list(measurements)
-        self._refresh_cells()
+        # A reset, not a dataChanged: the page re-fits column widths to the longer "measured here" cells.
+        self.beginResetModel()
+        self._memo.clear()
+        self._rows = self._evaluate()
+        self.endResetModel()
 
     def set_hardware(self, hardware: Hardware) -> None:
         """Detected (or planned) hardware."""

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 from app.catalog.table import BranchRow
 from app.hardware import Hardware
 from app.ui import theme
-from app.ui.branch_table import parts_lines, split_lines
+from app.ui.branch_table import measured_lines, parts_lines, split_lines
 from app.ui.vram_chart import VramChart
 from app.units import format_size
 
@@ -37,6 +37,10 @@ def fit_text(row: BranchRow) -> str:
         if best.vram is not None:
             lines.append(f"<b>{html.escape(best.display_name)}</b>, part by part:")
             lines += [f"&nbsp;&nbsp;{html.escape(line)}" for line in parts_lines(best)]
+    for other in row.backends:
+        if other.name != row.best_backend and other.measurement is not None:
+            lines.append(f"<b>{html.escape(other.display_name)}</b>:")
+            lines += [f"&nbsp;&nbsp;{html.escape(line)}" for line in measured_lines(other)]
     return "<br>".join(lines)
 
 

@@ -557,6 +557,8 @@ class ModelsPage(QWidget):
         model = self.model
         for i, column in enumerate(model.columns):
             texts = [str(model.index(r, i).data() or "") for r in range(model.rowCount())]
+            if column.key == "fit":  # any verdict may appear later without a reset (a planning change)
+                texts += list(theme.FIT_LABELS.values())
             metrics = bold if column.key == "fit" or column.gpu >= 0 else plain
             padding = 34 if column.key in ("fit", "download") or column.gpu >= 0 else 12
             width = max(
