@@ -146,6 +146,15 @@ def _branch(bits: int = 4) -> BranchInfo:
     )
 
 
+def test_exllamas_chunk_setting_bounds_the_prefill_and_sizes_its_scratch() -> None:
+    branch = _branch()
+    default = ExLlamaV2Rules().memory_estimate(branch, 8192, CacheType.FP16, 4096)
+    small = ExLlamaV2Rules(prefill_chunk=512).memory_estimate(branch, 8192, CacheType.FP16, 4096)
+    assert default is not None and small is not None
+    assert small.prefill < default.prefill and small.buffers < default.buffers
+    assert small.kv_cache == default.kv_cache and small.weights == default.weights
+
+
 def test_backends_estimate_for_a_chosen_prompt_with_a_default_share_of_the_context() -> None:
     branch = _branch()
     for rules in (ExLlamaV2Rules(), GPTQModelRules()):

@@ -7,6 +7,7 @@ imported lazily, only when a model is loaded.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from app.backends.base import (
@@ -87,6 +88,11 @@ SUPPORTED_MODEL_TYPES = frozenset(
 
 TESTED_VERSION_PREFIX = "0.3."
 
+# Prompt tokens ExLlamaV2 processes per forward pass: ExLlamaV2Config.max_input_len (and attention
+# scores up to its square, max_attention_size). Its default; the estimate's prefill and fixed scratch
+# scale with it, so a loader that changes it must pass the same value here.
+PREFILL_CHUNK_TOKENS = 2048
+
 
 class ExLlamaV2Rules:
     """The ExLlamaV2 backend: compatibility and memory rules (import-free), probe and load."""
@@ -102,6 +108,9 @@ class ExLlamaV2Rules:
     )
     runs_on_cpu: bool = False
     keeps_embeddings_on_cpu: bool = True
+
+    def __init__(self, prefill_chunk: int = PREFILL_CHUNK_TOKENS) -> None:
+        self.prefill_chunk = prefill_chunk  # the max_input_len setting (see PREFILL_CHUNK_TOKENS)
 
     def compatibility(self, branch: BranchInfo, hardware: Hardware) -> Compatibility:
         """4-bit GPTQ, a supported architecture, then a CUDA GPU and the installed library."""
@@ -148,7 +157,8 @@ class ExLlamaV2Rules:
         if weights is None or arch is None:
             return None
         tokens = prompt if prompt is not None else default_prompt(context)
-        stack = STACKS["exllamav2"]
+        chunk = self.prefill_chunk
+        stack = replace(STACKS["exllamav2"], max_input_len=chunk, max_attention=chunk * chunk)
         return estimate_memory(arch, weights, branch.quantization.bits, stack, context, tokens, cache_type)
 
     def probe(self) -> Probe:
