@@ -73,3 +73,11 @@ class PeakMeter:
             return sum(int(torch.cuda.max_memory_allocated(i)) for i in range(torch.cuda.device_count()))
         top = max(rss_bytes(), _max_rss() if _max_rss() > self._max_rss_start else 0)
         return self.load_bytes + max(0, top - self._rss_start)
+
+    def peak_reserved_bytes(self) -> int | None:
+        """CUDA: the caching allocator's peak reserved memory since :meth:`start` (None on the CPU)."""
+        if not self.cuda:
+            return None
+        import torch
+
+        return sum(int(torch.cuda.max_memory_reserved(i)) for i in range(torch.cuda.device_count()))

@@ -40,6 +40,7 @@ class MeasuredPeak:
     peak_bytes: int  # comparable to VramBreakdown.allocated (no CUDA context, no allocator slack)
     device: str = "cuda"  # "cuda" or "cpu"
     measured_at: float = field(default_factory=time.time)
+    reserved_bytes: int | None = None  # CUDA: the caching allocator's peak reserved (None: unknown)
 
     @property
     def key(self) -> tuple[str, str, str, int, str]:
@@ -61,6 +62,7 @@ def _from_dict(raw: Any) -> MeasuredPeak | None:
             peak_bytes=int(raw["peak_bytes"]),
             device=str(raw.get("device", "cuda")),
             measured_at=float(raw.get("measured_at", 0.0)),
+            reserved_bytes=None if raw.get("reserved_bytes") is None else int(raw["reserved_bytes"]),
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -157,7 +159,8 @@ def corrected(formula: VramBreakdown, at_measurement: VramBreakdown, measured: M
 
     ``at_measurement`` is the formula's estimate at the measured context and prompt. The measured peak
     minus that estimate's per-token parts (KV cache, prefill) is the fixed part this machine showed;
-    the per-token parts, the allocator's slack and the CUDA context stay the formula's.
+    the per-token parts, the allocator's reserve and the CUDA context stay the formula's (the peak
+    reserved memory is kept with the measurement, ``reserved_bytes``, but not yet used).
     """
     fixed = max(0, measured.peak_bytes - at_measurement.kv_cache - at_measurement.prefill)
     weights = min(formula.weights, fixed)

@@ -199,6 +199,7 @@ def record_peak(
         prompt_tokens=max(1, int(prompt_tokens)),
         peak_bytes=meter.peak_bytes(),
         device=meter.device,
+        reserved_bytes=meter.peak_reserved_bytes(),
     )
     (store or MeasuredStore()).record(measurement)
     return measurement
