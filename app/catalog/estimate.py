@@ -148,7 +148,8 @@ STACKS: dict[str, StackProfile] = {
     # layer) per device; the prompt is split so that attention scores stay <= 2048^2 per head; the
     # embedding table stays on the CPU; the cache is allocated at load. Scores in fp16 plus softmax's
     # output (2 copies) and ~8 hidden-sized tensors per chunk token (hidden state, residual, q, k, v,
-    # attention output, norm output, rope temporaries) reproduce the README's peaks (RTX 4090).
+    # attention output, norm output, rope temporaries), counted from the source rather than fitted,
+    # reproduce the README's ten single-GPU and two-GPU peaks within -0.6 ... +0.5 % (RTX 4090).
     "exllama-v1": StackProfile(
         name="exllama-v1",
         software="ExLlama (v1), 2023-06",
@@ -210,7 +211,8 @@ STACKS: dict[str, StackProfile] = {
     # nvidia-smi): the exllama kernel's buffers as in ExLlama v1, the old Llama forward's eager attention
     # (fp16 scores + fp32 softmax), float32 logits for every position, MLP as in AutoGPTQ 0.7. nvidia-smi
     # adds the CUDA context and the caching allocator's slack, which grows with the cache (the cache grew
-    # by torch.cat each token): both fitted to the two rows (prefill-only and 512 + 512).
+    # by torch.cat each token): both fitted to the two rows (prefill-only and 512 + 512), so those two
+    # rows check the arithmetic, not the model; 1.75 x KV and 0.5 GiB are the only nvidia-smi evidence.
     "optimum-autogptq-0.4": StackProfile(
         name="optimum-autogptq-0.4",
         software="optimum 1.12 + AutoGPTQ 0.4 (exllama kernel) + transformers 4.32",
@@ -226,12 +228,10 @@ STACKS: dict[str, StackProfile] = {
     ),
 }
 
-# The stack each QuantDesk backend runs on the GPU, for the catalog's estimates.
-BACKEND_STACKS = {"exllamav2": "exllamav2", "gptqmodel": "gptqmodel-app"}
-
-# GPTQModel 7 + transformers 5 on the GPU: the measured GPTQModel 2.2 stack's terms, plus what a device
-# needs free: the CUDA context and the allocator slack of a cache that still grows by concatenation
-# (the share the optimum rows show for that behaviour).
+# GPTQModel 7 + transformers 5 on the GPU (the GPTQModel backend's estimate): the measured GPTQModel 2.2
+# stack's terms, plus what a device needs free: the CUDA context and the allocator slack of a cache
+# that still grows by concatenation (the share the optimum rows show for that behaviour; no figure of
+# this stack exists yet, and a user's measurement corrects the allocated part, not this slack).
 STACKS["gptqmodel-app"] = StackProfile(
     name="gptqmodel-app",
     software="GPTQModel 7.6 + transformers 5",
