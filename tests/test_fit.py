@@ -7,7 +7,7 @@ from app.catalog.vram import GIB, VramBreakdown
 from app.hardware import GpuInfo, Hardware
 
 NEED_20 = VramBreakdown(
-    weights=17 * GIB, kv_cache=2 * GIB, scratch=int(0.6 * GIB), cuda_context=int(0.4 * GIB)
+    weights=17 * GIB, kv_cache=2 * GIB, buffers=int(0.6 * GIB), cuda_context=int(0.4 * GIB)
 )
 
 
@@ -35,7 +35,7 @@ def test_uses_free_not_total_memory() -> None:
     assert "needs 20.00 GiB" in result.message and "12.00 GiB free" in result.message
 
 
-def test_split_across_two_gpus_pays_a_context_and_scratch_on_each() -> None:
+def test_split_across_two_gpus_pays_a_context_and_buffers_on_each() -> None:
     result = assess_gpu_fit(NEED_20, 80, _hw(12, 12))
     assert result.status is FitStatus.FITS and result.gpus_used == 2
     assert sum(result.split_bytes) > NEED_20.total  # the second GPU's own overhead

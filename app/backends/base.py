@@ -51,9 +51,10 @@ class BackendRules(Protocol):
         ...
 
     def memory_estimate(
-        self, branch: BranchInfo, context: int, cache_type: CacheType
+        self, branch: BranchInfo, context: int, cache_type: CacheType, prompt: int | None = None
     ) -> VramBreakdown | None:
-        """GPU memory for one GPU at ``context`` tokens, or None when the branch's shape is unknown."""
+        """Peak GPU memory on one GPU at ``context`` tokens with prompts up to ``prompt`` tokens (None: a
+        default share of the context), or None when the branch's shape is unknown."""
         ...
 
 

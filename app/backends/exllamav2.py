@@ -7,6 +7,7 @@ imported lazily, only when a model is loaded.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from app.backends.base import (
@@ -21,7 +22,8 @@ from app.backends.base import (
 from app.backends.preflight import architecture_label, check_cancel, read_config
 from app.backends.probing import package_probe, torch_has_cuda
 from app.catalog.branch import BranchInfo
-from app.catalog.vram import CUDA_CONTEXT_BYTES, GIB, CacheType, VramBreakdown, kv_cache_bytes
+from app.catalog.estimate import STACKS, default_prompt, estimate_memory
+from app.catalog.vram import CacheType, VramBreakdown
 from app.errors import UnsupportedArchitectureError
 from app.hardware import Hardware
 
@@ -84,18 +86,12 @@ SUPPORTED_MODEL_TYPES = frozenset(
     }
 )
 
-# Scratch space ExLlamaV2 reserves per device grows with model size: ~0.25 GiB at 7B, ~0.7 GiB at 70B.
-_SCRATCH_7B, _SCRATCH_70B = 0.25 * GIB, 0.7 * GIB
-_MIN_SCRATCH = int(0.1 * GIB)
-
-
-def scratch_bytes(parameters: int) -> int:
-    """ExLlamaV2's per-device scratch for a model of ``parameters`` parameters (linear fit)."""
-    per_param = (_SCRATCH_70B - _SCRATCH_7B) / 63e9
-    return max(_MIN_SCRATCH, int(_SCRATCH_7B + (parameters - 7e9) * per_param))
-
-
 TESTED_VERSION_PREFIX = "0.3."
+
+# Prompt tokens ExLlamaV2 processes per forward pass: ExLlamaV2Config.max_input_len (and attention
+# scores up to its square, max_attention_size). Its default; the estimate's prefill and fixed scratch
+# scale with it, so a loader that changes it must pass the same value here.
+PREFILL_CHUNK_TOKENS = 2048
 
 
 class ExLlamaV2Rules:
@@ -112,6 +108,9 @@ class ExLlamaV2Rules:
     )
     runs_on_cpu: bool = False
     keeps_embeddings_on_cpu: bool = True
+
+    def __init__(self, prefill_chunk: int = PREFILL_CHUNK_TOKENS) -> None:
+        self.prefill_chunk = prefill_chunk  # the max_input_len setting (see PREFILL_CHUNK_TOKENS)
 
     def compatibility(self, branch: BranchInfo, hardware: Hardware) -> Compatibility:
         """4-bit GPTQ, a supported architecture, then a CUDA GPU and the installed library."""
@@ -147,19 +146,20 @@ class ExLlamaV2Rules:
         return Compatibility(True, "4-bit GPTQ on a supported architecture with a CUDA GPU: fastest choice.")
 
     def memory_estimate(
-        self, branch: BranchInfo, context: int, cache_type: CacheType
+        self, branch: BranchInfo, context: int, cache_type: CacheType, prompt: int | None = None
     ) -> VramBreakdown | None:
-        """Weights without the embedding table (kept on the CPU), the chosen cache, scratch, CUDA context."""
+        """Peak on one GPU (stack ``exllamav2`` in :mod:`app.catalog.estimate`): weights without the
+        embedding table (kept on the CPU), the whole context's cache allocated at load, the fixed scratch
+        sized by ``max_input_len``, the prompt's transient in chunks of at most ``max_input_len`` tokens,
+        the autosplit reserve and the CUDA context. ``prompt`` defaults to :func:`default_prompt`."""
         weights = weights_bytes(branch)
         arch = branch.architecture
         if weights is None or arch is None:
             return None
-        return VramBreakdown(
-            weights=max(0, weights - arch.embedding_bytes),
-            kv_cache=kv_cache_bytes(arch, context, cache_type),
-            scratch=scratch_bytes(arch.parameter_count()),
-            cuda_context=CUDA_CONTEXT_BYTES,
-        )
+        tokens = prompt if prompt is not None else default_prompt(context)
+        chunk = self.prefill_chunk
+        stack = replace(STACKS["exllamav2"], max_input_len=chunk, max_attention=chunk * chunk)
+        return estimate_memory(arch, weights, branch.quantization.bits, stack, context, tokens, cache_type)
 
     def probe(self) -> Probe:
         """Installed, and torch is a CUDA build (``import exllamav2`` compiles against it)."""

@@ -21,7 +21,8 @@ from app.backends.base import (
 from app.backends.preflight import check_cancel
 from app.backends.probing import package_probe
 from app.catalog.branch import BranchInfo
-from app.catalog.vram import CUDA_CONTEXT_BYTES, CacheType, VramBreakdown, kv_cache_bytes
+from app.catalog.estimate import STACKS, default_prompt, estimate_memory
+from app.catalog.vram import CacheType, VramBreakdown
 from app.hardware import Hardware
 
 SUPPORTED_BITS = (2, 3, 4, 8)
@@ -44,11 +45,6 @@ def prepare_environment() -> None:
         os.environ.setdefault(key, value)
 
 
-def prefill_activation_bytes(intermediate: int, prompt_tokens: int) -> int:
-    """Peak activation memory of a transformers-style prefill (the MLP's fp16 intermediates)."""
-    return prompt_tokens * 4 * intermediate * 2
-
-
 class GPTQModelRules:
     """The GPTQModel backend: compatibility and memory rules (import-free), probe and load."""
 
@@ -69,18 +65,20 @@ class GPTQModelRules:
         return Compatibility(True, f"Loads {branch.quantization.bits}-bit GPTQ {where}.")
 
     def memory_estimate(
-        self, branch: BranchInfo, context: int, cache_type: CacheType
+        self, branch: BranchInfo, context: int, cache_type: CacheType, prompt: int | None = None
     ) -> VramBreakdown | None:
-        """All weights, an fp16 cache (its only kind), prefill activations for a full prompt, CUDA context."""
+        """Peak on one GPU (stack ``gptqmodel-app`` in :mod:`app.catalog.estimate`): all weights, an fp16
+        cache (its only kind) that grows token by token, the prompt's transient beyond the cache's room,
+        small fixed buffers, the allocator's slack and the CUDA context. ``prompt`` defaults to
+        :func:`default_prompt`."""
         weights = weights_bytes(branch)
         arch = branch.architecture
         if weights is None or arch is None:
             return None
-        return VramBreakdown(
-            weights=weights,
-            kv_cache=kv_cache_bytes(arch, context, CacheType.FP16),
-            scratch=prefill_activation_bytes(arch.intermediate, context),
-            cuda_context=CUDA_CONTEXT_BYTES,
+        tokens = prompt if prompt is not None else default_prompt(context)
+        stack = STACKS["gptqmodel-app"]
+        return estimate_memory(
+            arch, weights, branch.quantization.bits, stack, context, tokens, CacheType.FP16
         )
 
     def probe(self) -> Probe:

@@ -56,9 +56,9 @@ def _status(need: int, free: int) -> FitStatus:
 
 
 def _split(need: VramBreakdown, layers: int, gpus: tuple[GpuInfo, ...], share: float) -> list[int] | None:
-    """Place whole layers greedily, GPU by GPU; each GPU used pays its own context and scratch."""
-    overhead = need.cuda_context + need.scratch
-    per_layer = (need.weights + need.kv_cache) / max(1, layers)
+    """Place whole layers greedily, GPU by GPU; each GPU used pays its own context, buffers and prefill."""
+    overhead = need.per_device_overhead
+    per_layer = (need.weights + need.kv_cache + need.reserve) / max(1, layers)
     placed: list[int] = []
     remaining = layers
     for gpu in gpus:

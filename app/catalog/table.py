@@ -1,5 +1,6 @@
-"""The branch table as a user sees it: facts plus, for a chosen context and cache type on this
-machine, each backend's verdict, memory need and fit. Pure computation: no network, no disk.
+"""The branch table as a user sees it: facts plus, for a chosen context, longest prompt and cache type
+on this machine, each backend's verdict, memory need and fit. Pure computation: no network, no disk
+(the user's own measurements, :mod:`app.catalog.measured`, are passed in by the caller).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from typing import Any
 from app.backends import BACKENDS
 from app.backends.base import BackendRules, Compatibility
 from app.catalog.branch import BranchInfo
+from app.catalog.estimate import default_prompt
 from app.catalog.fit import FIT_ORDER, FitResult, FitStatus, assess_gpu_fit, assess_ram_fit
+from app.catalog.measured import MeasuredPeak, corrected, pick_measurement
 from app.catalog.vram import CacheType, VramBreakdown
 from app.hardware import Hardware
 
@@ -28,6 +31,14 @@ class BackendAssessment:
     vram: VramBreakdown | None  # on a CPU run (``on_cpu``) these are bytes of RAM
     fit: FitResult
     on_cpu: bool = False
+    formula: VramBreakdown | None = None  # the estimate before a measurement corrected it
+    measurement: MeasuredPeak | None = None  # the user's measurement behind ``vram``, if any
+    measured_exact: bool = False  # ``measurement`` was taken at this context and cache type
+
+    @property
+    def measured_here(self) -> int | None:
+        """The peak measured on this machine at exactly this context and cache type, if any."""
+        return self.measurement.peak_bytes if self.measurement and self.measured_exact else None
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,7 @@ class BranchRow:
     backends: tuple[BackendAssessment, ...]
     fit: FitResult  # the best verdict among compatible backends
     best_backend: str | None
+    prompt: int = 0  # the longest prompt planned for
 
     def backend(self, name: str) -> BackendAssessment:
         """The assessment of one backend by id."""
@@ -52,15 +64,41 @@ def context_for(info: BranchInfo, requested: int | None) -> int:
     return info.architecture.max_context if info.architecture else DEFAULT_CONTEXT
 
 
+def prompt_for(context: int, requested: int | None) -> int:
+    """The longest prompt to plan for: the user's choice (at most the context), else a default share."""
+    return max(1, min(requested, context)) if requested else default_prompt(context)
+
+
 def _assess(
-    backend: BackendRules, info: BranchInfo, context: int, cache: CacheType, hw: Hardware
+    backend: BackendRules,
+    info: BranchInfo,
+    context: int,
+    prompt: int,
+    cache: CacheType,
+    hw: Hardware,
+    measurements: list[MeasuredPeak],
 ) -> BackendAssessment:
     compat = backend.compatibility(info, hw)
     cache_type = cache if cache in backend.cache_types else CacheType.FP16
-    vram = backend.memory_estimate(info, context, cache_type) if compat.branch_supported else None
+    formula = backend.memory_estimate(info, context, cache_type, prompt) if compat.branch_supported else None
     on_cpu = not hw.has_cuda_gpu and backend.runs_on_cpu
-    if vram is not None and on_cpu:
-        vram = replace(vram, cuda_context=0)  # a CPU run needs the same parts in RAM, without CUDA
+    if formula is not None and on_cpu:
+        # A CPU run needs the same parts in RAM, without CUDA context and caching-allocator slack.
+        formula = replace(formula, cuda_context=0, reserve=0)
+    vram, measurement, exact = formula, None, False
+    if formula is not None and measurements:
+        device = "cpu" if on_cpu else "cuda"
+        measurement = pick_measurement(
+            measurements, info.branch, backend.name, context, str(cache_type), device
+        )
+        at = (
+            backend.memory_estimate(info, measurement.context, cache_type, measurement.prompt_tokens)
+            if measurement
+            else None
+        )
+        if measurement is not None and at is not None:
+            vram = corrected(formula, at, measurement)
+            exact = measurement.context == context
     if vram is None or info.architecture is None:
         fit = FitResult(FitStatus.UNKNOWN, compat.reason)
     elif on_cpu:
@@ -69,28 +107,44 @@ def _assess(
         fit = assess_gpu_fit(vram, info.architecture.layers, hw)
     else:
         fit = FitResult(FitStatus.NO_FIT, compat.reason)
-    return BackendAssessment(backend.name, backend.display_name, compat, cache_type, vram, fit, on_cpu)
+    return BackendAssessment(
+        backend.name, backend.display_name, compat, cache_type, vram, fit, on_cpu, formula, measurement, exact
+    )
 
 
-def evaluate_branch(info: BranchInfo, context: int | None, cache: CacheType, hardware: Hardware) -> BranchRow:
+def evaluate_branch(
+    info: BranchInfo,
+    context: int | None,
+    cache: CacheType,
+    hardware: Hardware,
+    prompt: int | None = None,
+    measurements: list[MeasuredPeak] | None = None,
+) -> BranchRow:
     """Assess every backend for one branch and pick the best compatible one."""
     ctx = context_for(info, context)
-    assessments = tuple(_assess(b, info, ctx, cache, hardware) for b in BACKENDS)
+    tokens = prompt_for(ctx, prompt)
+    mine = [m for m in measurements or [] if m.repo_id == info.repo_id]
+    assessments = tuple(_assess(b, info, ctx, tokens, cache, hardware, mine) for b in BACKENDS)
     usable = [a for a in assessments if a.compatibility.compatible]
     if usable:
         # Backends are listed in order of preference; among equal fits the earlier one wins.
         best = min(usable, key=lambda a: FIT_ORDER.index(a.fit.status))
-        return BranchRow(info, ctx, assessments, best.fit, best.name)
+        return BranchRow(info, ctx, assessments, best.fit, best.name, tokens)
     reason = info.error or (f"Not GPTQ: {info.not_gptq_reason}" if not info.is_gptq else "")
     reason = reason or "; ".join(a.compatibility.reason for a in assessments)
-    return BranchRow(info, ctx, assessments, FitResult(FitStatus.UNKNOWN, reason), None)
+    return BranchRow(info, ctx, assessments, FitResult(FitStatus.UNKNOWN, reason), None, tokens)
 
 
 def evaluate(
-    branches: tuple[BranchInfo, ...], context: int | None, cache: CacheType, hardware: Hardware
+    branches: tuple[BranchInfo, ...],
+    context: int | None,
+    cache: CacheType,
+    hardware: Hardware,
+    prompt: int | None = None,
+    measurements: list[MeasuredPeak] | None = None,
 ) -> list[BranchRow]:
-    """The whole table."""
-    return [evaluate_branch(b, context, cache, hardware) for b in branches]
+    """The whole table; ``prompt`` None plans for a default share of each context."""
+    return [evaluate_branch(b, context, cache, hardware, prompt, measurements) for b in branches]
 
 
 def _fit_json(fit: FitResult) -> dict[str, Any]:
@@ -146,6 +200,7 @@ def row_to_json(row: BranchRow, local: str | None = None) -> dict[str, Any]:
         "exllama": exllama,
         "card_exllama": info.card_exllama,
         "context": row.context,
+        "prompt": row.prompt,
         "backends": {
             a.name: {
                 "compatible": a.compatibility.compatible,
@@ -154,6 +209,15 @@ def row_to_json(row: BranchRow, local: str | None = None) -> dict[str, Any]:
                 "vram_bytes": a.vram.total if a.vram else None,
                 "memory_kind": "ram" if a.on_cpu else "vram",
                 "vram_parts": a.vram.parts() if a.vram else None,
+                "formula_bytes": a.formula.total if a.formula else None,
+                "measured": None
+                if a.measurement is None
+                else {
+                    "peak_bytes": a.measurement.peak_bytes,
+                    "context": a.measurement.context,
+                    "prompt_tokens": a.measurement.prompt_tokens,
+                    "exact": a.measured_exact,
+                },
                 "fit": _fit_json(a.fit),
             }
             for a in row.backends

@@ -1,18 +1,27 @@
 """GPU memory arithmetic: KV cache per cache type, and the parts a loaded model needs.
 
-Formulas and constants are from NOTES.md ("VRAM arithmetic"), measured against ExLlamaV2 and
-GPTQModel; they are estimates to decide "fits / tight / doesn't fit", not promises to the byte.
+How each part is estimated per backend, and which published measurement supports it, is in
+:mod:`app.catalog.estimate`; ``benchmarks/estimates.py`` compares the result with the measurements.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from app.catalog.architecture import Architecture
 from app.units import GIB, gib
 
-__all__ = ["CACHE_BITS", "CUDA_CONTEXT_BYTES", "GIB", "CacheType", "VramBreakdown", "gib", "kv_cache_bytes"]
+__all__ = [
+    "CACHE_BITS",
+    "CUDA_CONTEXT_BYTES",
+    "GIB",
+    "PART_GROWTH",
+    "CacheType",
+    "VramBreakdown",
+    "gib",
+    "kv_cache_bytes",
+]
 
 
 class CacheType(StrEnum):
@@ -36,8 +45,9 @@ CACHE_BITS: dict[CacheType, float] = {
 # Quantized caches dequantize one layer at a time into an fp16 buffer.
 _NEEDS_FP16_TEMP_LAYER = {CacheType.Q8, CacheType.Q6, CacheType.Q4}
 
-# A CUDA context costs 0.3-0.5 GiB per GPU; plan with the middle.
-CUDA_CONTEXT_BYTES = int(0.4 * GIB)
+# A CUDA context (driver, PyTorch's kernels, cuBLAS workspace) costs 0.3-0.5 GiB per GPU (NOTES.md);
+# QuantDesk plans with the upper end, since a low estimate ("fits" when it doesn't) costs a failed load.
+CUDA_CONTEXT_BYTES = int(0.5 * GIB)
 
 
 def kv_cache_bytes(arch: Architecture, context: int, cache_type: CacheType = CacheType.FP16) -> int:
@@ -49,31 +59,59 @@ def kv_cache_bytes(arch: Architecture, context: int, cache_type: CacheType = Cac
     return int(total)
 
 
+# What each part of an estimate depends on, for the details pane and the CLI.
+PART_GROWTH = {
+    "weights": "fixed",
+    "kv_cache": "grows with the context",
+    "prefill": "grows with the longest prompt",
+    "buffers": "fixed per backend",
+    "reserve": "grows with the context (allocator slack)",
+    "cuda_context": "fixed per GPU",
+}
+
+
 @dataclass(frozen=True)
 class VramBreakdown:
-    """The parts of a backend's GPU memory need, in bytes."""
+    """The parts of a backend's memory need, in bytes (see :mod:`app.catalog.estimate`).
+
+    ``prefill`` is the transient of processing the prompt that the KV cache's own room does not already
+    cover; ``buffers`` are the backend's fixed scratch buffers; ``reserve`` is what PyTorch's caching
+    allocator holds beyond what is allocated.
+    """
 
     weights: int
     kv_cache: int
-    scratch: int
-    cuda_context: int
+    prefill: int = 0
+    buffers: int = 0
+    reserve: int = 0
+    cuda_context: int = 0
 
     @property
     def total(self) -> int:
         """Sum of all parts."""
-        return self.weights + self.kv_cache + self.scratch + self.cuda_context
+        return sum(self.parts().values())
+
+    @property
+    def allocated(self) -> int:
+        """What PyTorch reports as peak allocated: the total without allocator slack and CUDA context."""
+        return self.weights + self.kv_cache + self.prefill + self.buffers
+
+    @property
+    def per_device_overhead(self) -> int:
+        """The parts every GPU of a split pays again: its own context, buffers and prefill transient."""
+        return self.cuda_context + self.buffers + self.prefill
 
     def parts(self) -> dict[str, int]:
         """Named parts in display order, for bar charts and JSON."""
         return {
             "weights": self.weights,
             "kv_cache": self.kv_cache,
-            "scratch": self.scratch,
+            "prefill": self.prefill,
+            "buffers": self.buffers,
+            "reserve": self.reserve,
             "cuda_context": self.cuda_context,
         }
 
     def with_cuda_contexts(self, gpu_count: int) -> VramBreakdown:
         """The same need when split over ``gpu_count`` GPUs: each one pays its own CUDA context."""
-        return VramBreakdown(
-            self.weights, self.kv_cache, self.scratch, CUDA_CONTEXT_BYTES * max(1, gpu_count)
-        )
+        return replace(self, cuda_context=CUDA_CONTEXT_BYTES * max(1, gpu_count))

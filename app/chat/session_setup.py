@@ -35,6 +35,8 @@ from app.chat.templates import load_user_templates
 if TYPE_CHECKING:
     from app.backends import Selection
     from app.backends.base import LoadedModel, LoadSettings, Sampling
+    from app.backends.memory_meter import PeakMeter
+    from app.catalog.measured import MeasuredPeak, MeasuredStore
     from app.endpoints import Endpoint
     from app.hardware import Hardware
 
@@ -136,7 +138,7 @@ def memory_estimate(selection: Selection, files: ModelFiles, context: int | None
     if estimate is None:
         return None
     if selection.backend.runs_on_cpu and not _has_gpu():
-        return estimate.total - estimate.cuda_context
+        return estimate.allocated  # RAM: no CUDA context, no caching-allocator slack
     return estimate.total
 
 
@@ -158,12 +160,49 @@ def load_local(
 
 
 def record_memory(profiles: ProfileStore, plan: ChatPlan, model: LoadedModel) -> Profile:
-    """Store the memory measured after the load in the model's profile."""
+    """Store the memory measured after the load in the model's profile (the chat page shows it). The
+    peak after a reply, which the catalog corrects its estimates with, is :class:`PeakRecorder`'s."""
     return profiles.record_memory(
         plan.profile_repo,
         plan.profile_branch,
         MeasuredMemory(model.backend, int(model.memory_bytes), int(model.context_length)),
     )
+
+
+def start_peak_meter(model: LoadedModel) -> PeakMeter:
+    """A meter started right after the load: pass it to :func:`record_peak` after the first reply."""
+    from app.backends.memory_meter import PeakMeter
+
+    return PeakMeter.for_model(model)
+
+
+def record_peak(
+    plan: ChatPlan,
+    model: LoadedModel,
+    meter: PeakMeter,
+    prompt_tokens: int,
+    cache_type: str,
+    store: MeasuredStore | None = None,
+) -> MeasuredPeak:
+    """Keep the peak since ``meter`` started, keyed by model + branch + backend + context + cache.
+
+    Local folders without a known repo are keyed by the profile's folder key, as their settings are.
+    """
+    from app.catalog.measured import MeasuredPeak, MeasuredStore
+
+    measurement = MeasuredPeak(
+        repo_id=plan.profile_repo,
+        branch=plan.profile_branch,
+        backend=model.backend,
+        context=int(model.context_length),
+        cache_type=str(cache_type),
+        prompt_tokens=max(1, int(prompt_tokens)),
+        peak_bytes=meter.peak_bytes(),
+        device=meter.device,
+        reserved_bytes=meter.peak_reserved_bytes(),
+    )
+    (store or MeasuredStore()).record(measurement)
+    return measurement
 
 
 def chat_settings(effective: EffectiveSettings, files: ModelFiles | None = None) -> ChatSettings:
@@ -187,6 +226,27 @@ def sampler_dict(sampling: Sampling) -> dict[str, Any]:
         "max_new_tokens": sampling.max_new_tokens,
         "seed": sampling.seed,
     }
+
+
+class PeakRecorder:
+    """After every reply, keeps the peak memory since the load with the longest prompt so far
+    (:func:`record_peak`); a failure to write is a warning, never the end of the chat."""
+
+    def __init__(
+        self, plan: ChatPlan, model: LoadedModel, cache_type: str, store: MeasuredStore | None = None
+    ) -> None:
+        self.plan, self.model, self.cache_type, self.store = plan, model, str(cache_type), store
+        self.meter = start_peak_meter(model)
+        self.longest_prompt = 0
+
+    def after_reply(self, prompt_tokens: int) -> str | None:
+        """Record the peak; returns a sentence to show when it could not be kept."""
+        self.longest_prompt = max(self.longest_prompt, int(prompt_tokens))
+        try:
+            record_peak(self.plan, self.model, self.meter, self.longest_prompt, self.cache_type, self.store)
+        except OSError as exc:
+            return f"The memory this model used could not be saved ({exc}); estimates stay formula-only."
+        return None
 
 
 def local_meta(target: LocalTarget, backend: str, choice: TemplateChoice, settings: ChatSettings) -> ChatMeta:

@@ -29,6 +29,13 @@ def add_parser(commands: Subcommands) -> None:
         help="context length to plan for (default: the model's)",
     )
     branches.add_argument(
+        "--prompt",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="longest prompt to plan for, in tokens (default: a quarter of the context, at least 512)",
+    )
+    branches.add_argument(
         "--cache",
         choices=[c.value for c in CacheType],
         default=CacheType.FP16.value,
@@ -55,7 +62,31 @@ def _vram_cell(row: BranchRow, backend: str) -> str:
     if assessment.vram is None:
         return "-"
     value = format_size(assessment.vram.total) + (" RAM" if assessment.on_cpu else "")
+    if assessment.measurement is not None:
+        value += "*"  # corrected by the user's own measurement (listed below the table)
     return value if assessment.compatibility.compatible else f"({value})"
+
+
+def measured_notes(rows: list[BranchRow]) -> list[str]:
+    """One line per estimate that a measurement on this machine corrected."""
+    notes = []
+    for row in rows:
+        for a in row.backends:
+            m = a.measurement
+            if m is None or a.vram is None:
+                continue
+            where = "RAM" if m.device == "cpu" else "peak allocated"
+            if a.measured_exact:
+                what = f"measured here: {format_size(m.peak_bytes)} {where} at this context"
+            else:
+                what = (
+                    f"corrected from a measurement here at {m.context} tokens "
+                    f"({format_size(m.peak_bytes)} {where})"
+                )
+            notes.append(
+                f"* {row.info.branch} / {a.display_name}: {what}; needs {format_size(a.vram.total)}."
+            )
+    return notes
 
 
 def _table_line(row: BranchRow) -> list[str]:
@@ -73,6 +104,18 @@ def _table_line(row: BranchRow) -> list[str]:
         status,
         _short(description, 60),
     ]
+
+
+def planning_summary(rows: list[BranchRow], cache: str) -> str:
+    """'4096-token context, prompts up to 1024 tokens, fp16 cache' (ranges when rows differ)."""
+
+    def span(values: set[int]) -> str:
+        return str(min(values)) if len(values) == 1 else f"{min(values)}-{max(values)}"
+
+    if not rows:
+        return f"{cache} cache"
+    contexts, prompts = {r.context for r in rows}, {r.prompt for r in rows}
+    return f"{span(contexts)}-token context, prompts up to {span(prompts)} tokens, {cache} cache"
 
 
 def format_table(rows: list[BranchRow], local: dict[str, str] | None = None) -> str:
@@ -101,6 +144,7 @@ def format_table(rows: list[BranchRow], local: dict[str, str] | None = None) -> 
 
 def run(args: argparse.Namespace) -> int:
     """Print the branch table (or JSON)."""
+    from app.catalog.measured import MeasuredStore
     from app.catalog.repo_ref import parse_repo_ref
     from app.catalog.service import Catalog
     from app.catalog.table import evaluate, row_to_json
@@ -114,7 +158,11 @@ def run(args: argparse.Namespace) -> int:
     hardware = detect_hardware()
     if args.gpus:
         hardware = planned_hardware(hardware, args.gpus)
-    rows = evaluate(catalog.branches, args.context, CacheType(args.cache), hardware)
+    store = MeasuredStore()
+    measured = store.for_repo(catalog.repo_id)
+    if store.warning:
+        print(f"warning: {store.warning}", file=sys.stderr)
+    rows = evaluate(catalog.branches, args.context, CacheType(args.cache), hardware, args.prompt, measured)
     local = _local_states(catalog.repo_id, {b.branch: b.commit for b in catalog.branches})
     if args.json:
         print(json.dumps([row_to_json(r, local.get(r.info.branch)) for r in rows], indent=2))
@@ -123,7 +171,10 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(rows, local))
         gpus = ", ".join(f"{g.name} ({gib(g.free_bytes):.1f} GiB free)" for g in hardware.gpus)
         print(f"\nGPUs: {gpus or hardware.gpu_note}")
-        print(f"Cache type: {args.cache}. A size in parentheses: that backend cannot run the branch here.")
+        print(f"\nPlanned for: {planning_summary(rows, args.cache)}")
+        print("A size in parentheses: that backend cannot run the branch here.")
+        for note in measured_notes(rows):
+            print(note)
         for row in rows:
             for warning in row.info.warnings:
                 print(f"warning [{row.info.branch}]: {warning}")

@@ -23,6 +23,7 @@ from app.chat.model_files import ModelFiles, read_model_files
 from app.chat.profiles import ModelSettings, ProfileStore, effective_settings
 from app.chat.session_setup import (
     LocalTarget,
+    PeakRecorder,
     chat_settings,
     load_local,
     local_meta,
@@ -320,13 +321,14 @@ def run_chat(args: argparse.Namespace, out: TextIO | None = None, inp: TextIO | 
     printer.done()
     try:
         record_memory(profiles, plan, model)
+        peaks = PeakRecorder(plan, model, str(effective.value("cache_type")))
         settings = chat_settings(effective, plan.files)
         session = ChatSession(model, choice, settings=settings)
         session.conversation.meta = local_meta(target, model.backend, choice, settings)
         if args.prompt is not None:
-            _stream_reply(session.send(args.prompt), session, out)
+            _record_peak(peaks, _stream_reply(session.send(args.prompt), session, out))
             return 0
-        return _repl(session, out, inp)
+        return _repl(session, out, inp, peaks)
     finally:
         model.unload()
 
@@ -395,9 +397,18 @@ def run_repl(
             store.close()
 
 
-def _repl(session: ChatSession, out: TextIO, inp: TextIO) -> int:
+def _record_peak(peaks: PeakRecorder | None, end: ReplyEnd | None) -> None:
+    """Keep the memory peak after a reply (what the catalog's "measured here" shows)."""
+    if peaks is not None and end is not None:
+        warning = peaks.after_reply(end.stats.prompt_tokens)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+
+
+def _repl(session: ChatSession, out: TextIO, inp: TextIO, peaks: PeakRecorder | None = None) -> int:
     def reply(chunks: Iterator[str | ReplyEnd]) -> None:
         end = _stream_reply(chunks, session, out)
+        _record_peak(peaks, end)
         if end is not None and end.plan.dropped:
             print(
                 f"note: {len(end.plan.dropped)} earlier message(s) are out of context for this reply.",

@@ -35,9 +35,10 @@ from PySide6.QtWidgets import (
 
 from app.backends import BACKENDS
 from app.catalog.branch import BranchInfo
-from app.catalog.fit import FIT_ORDER, FitStatus
+from app.catalog.fit import FIT_ORDER, FitResult, FitStatus
+from app.catalog.measured import MeasuredPeak
 from app.catalog.table import BackendAssessment, BranchRow, evaluate
-from app.catalog.vram import CacheType
+from app.catalog.vram import PART_GROWTH, CacheType
 from app.hardware import Hardware
 from app.ui import theme
 from app.units import format_size
@@ -84,7 +85,7 @@ class Column:
     gpu: int = -1
 
 
-def _columns(hardware: Hardware | None) -> list[Column]:
+def _columns() -> list[Column]:
     cols = [
         Column("branch", "Branch", "The repo branch that holds this quantization"),
         Column("bits", "Bits", "Bits per weight"),
@@ -98,25 +99,74 @@ def _columns(hardware: Hardware | None) -> list[Column]:
         Column(
             f"vram:{b.name}",
             b.display_name,
-            f"Memory {b.display_name} needs at this context and cache type "
-            "(weights + KV cache + scratch + CUDA context); in parentheses when it cannot run here",
+            f"Peak memory {b.display_name} needs at this context, longest prompt and cache type (weights + "
+            "KV cache + prefill + buffers + allocator reserve + CUDA context), corrected by your own "
+            "measurement when there is one; in parentheses when it cannot run here",
             backend=b.name,
         )
         for b in BACKENDS
     ]
-    gpus = hardware.gpus if hardware else ()
+    # One fit column however many GPUs: the per-GPU picture and the split are in its tooltip and the
+    # details pane (a column per GPU showed "Doesn't fit" next to a "Fits" split).
     cols.append(Column("fit", "Fit", "Best verdict among the backends that can run the branch here"))
-    if len(gpus) > 1:
-        cols += [
-            Column(f"gpu:{g.index}", f"GPU {g.index}", f"The whole model on {g.name} alone", gpu=g.index)
-            for g in gpus
-        ]
     cols += [
         Column("backends", "Backends", "Which backends can run this branch; hover for the reasons"),
         Column("download", "Download", "Download the branch, or its state on this machine"),
         Column("description", "Description", "The model card's description of this branch"),
     ]
     return cols
+
+
+def split_lines(fit: FitResult) -> list[str]:
+    """The per-GPU picture of a verdict: how a split places the model, and each GPU alone."""
+    lines = []
+    if fit.gpus_used > 1:
+        lines.append(
+            f"Split over {fit.gpus_used} GPUs: " + " + ".join(format_size(b) for b in fit.split_bytes)
+        )
+    if len(fit.per_gpu) > 1:
+        for g in fit.per_gpu:
+            label = theme.FIT_LABELS[g.status]
+            lines.append(
+                f"GPU {g.gpu_index} ({g.gpu_name}) alone: {label}, needs {format_size(g.need_bytes)} "
+                f"of {format_size(g.free_bytes)} free"
+            )
+    return lines
+
+
+def parts_lines(assessment: BackendAssessment) -> list[str]:
+    """Each part of a memory need with what it depends on, then the measurement behind it."""
+    vram = assessment.vram
+    if vram is None:
+        return []
+    lines = [
+        f"{theme.PART_LABELS[k]}: {format_size(v)} ({PART_GROWTH[k]})" for k, v in vram.parts().items() if v
+    ]
+    lines += measured_lines(assessment)
+    return lines
+
+
+def measured_lines(assessment: BackendAssessment) -> list[str]:
+    """What the user's own measurement says, and the formula's figure it corrected."""
+    m = assessment.measurement
+    if m is None:
+        return []
+    where = "RAM" if m.device == "cpu" else "peak allocated"
+    when = "at this context" if assessment.measured_exact else f"at {m.context} tokens of context"
+    lines = [f"Measured here: {format_size(m.peak_bytes)} {where} {when} (prompt {m.prompt_tokens} tokens)"]
+    if assessment.formula is not None:
+        lines.append(
+            f"The formula alone said {format_size(assessment.formula.total)}; weights and buffers are "
+            "learned from your measurement, the parts that grow come from the formula."
+        )
+    return lines
+
+
+def read_measurements(repo_id: str) -> list[MeasuredPeak]:
+    """Worker body: the user's measurements of one repo (a damaged file is set aside, then empty)."""
+    from app.catalog.measured import MeasuredStore
+
+    return MeasuredStore().for_repo(repo_id)
 
 
 def _dash(value: object) -> str:
@@ -128,6 +178,12 @@ def memory_text(assessment: BackendAssessment) -> str:
     if assessment.vram is None:
         return "—"
     text = format_size(assessment.vram.total) + (" RAM" if assessment.on_cpu else "")
+    # Kept short: a wide cell would push Download and Description off-screen; the tooltip and the
+    # details pane say more.
+    if assessment.measured_here is not None:
+        text += f" (measured {format_size(assessment.measured_here)})"
+    elif assessment.measurement is not None:
+        text += " (corrected)"
     return text if assessment.compatibility.compatible else f"({text})"
 
 
@@ -169,10 +225,12 @@ class BranchTableModel(QAbstractTableModel):
         self._branches: tuple[BranchInfo, ...] = ()
         self._rows: list[BranchRow] = []
         self._context: int | None = None
+        self._prompt: int | None = None
         self._cache = CacheType.FP16
+        self._measurements: list[MeasuredPeak] = []
         self._hardware: Hardware | None = None
         self._local: dict[str, LocalInfo] = {}
-        self._columns = _columns(None)
+        self._columns = _columns()
         self._memo: dict[tuple[int, int, int], Any] = {}
 
     # -- inputs ---------------------------------------------------------------------------------------
@@ -215,25 +273,34 @@ class BranchTableModel(QAbstractTableModel):
         self._rows = self._evaluate()
         self.endResetModel()
 
-    def set_planning(self, context: int | None, cache: CacheType) -> None:
-        """Change context length and cache type: memory and fit update in place, without the network."""
-        if (context, cache) == (self._context, self._cache):
+    @property
+    def prompt(self) -> int | None:
+        """The requested longest prompt (None: a default share of each context)."""
+        return self._prompt
+
+    def set_planning(self, context: int | None, cache: CacheType, prompt: int | None = None) -> None:
+        """Change context length, cache type and longest prompt: memory and fit update in place,
+        without the network."""
+        if (context, cache, prompt) == (self._context, self._cache, self._prompt):
             return
-        self._context, self._cache = context, cache
+        self._context, self._cache, self._prompt = context, cache, prompt
         self._refresh_cells()
 
+    def set_measurements(self, measurements: list[MeasuredPeak]) -> None:
+        """The user's own measurements (read off the GUI thread): shown and used to correct estimates."""
+        if measurements == self._measurements:
+            return
+        self._measurements = list(measurements)
+        # A reset, not a dataChanged: the page re-fits column widths to the longer "measured here" cells.
+        self.beginResetModel()
+        self._memo.clear()
+        self._rows = self._evaluate()
+        self.endResetModel()
+
     def set_hardware(self, hardware: Hardware) -> None:
-        """Detected (or planned) hardware; may add or remove per-GPU columns."""
+        """Detected (or planned) hardware."""
         self._hardware = hardware
-        columns = _columns(hardware)
-        if [c.key for c in columns] != [c.key for c in self._columns]:
-            self.beginResetModel()
-            self._memo.clear()
-            self._columns = columns
-            self._rows = self._evaluate()
-            self.endResetModel()
-        else:
-            self._refresh_cells()
+        self._refresh_cells()
 
     def set_local(self, local: dict[str, LocalInfo]) -> None:
         """The download state of each branch (branch name -> info)."""
@@ -256,7 +323,9 @@ class BranchTableModel(QAbstractTableModel):
     def _evaluate(self) -> list[BranchRow]:
         if self._hardware is None or not self._branches:
             return []
-        return evaluate(self._branches, self._context, self._cache, self._hardware)
+        return evaluate(
+            self._branches, self._context, self._cache, self._hardware, self._prompt, self._measurements
+        )
 
     def _refresh_cells(self) -> None:
         self._memo.clear()
@@ -343,7 +412,7 @@ class BranchTableModel(QAbstractTableModel):
             return format_size(info.size_bytes) if info.files else "—"
         if column.backend:
             return memory_text(row.backend(column.backend))
-        if key in ("fit",) or column.gpu >= 0:
+        if key == "fit":
             status = self._fit(row, column)
             return theme.FIT_LABELS[status] if status else ""
         if key == "backends":
@@ -374,7 +443,7 @@ class BranchTableModel(QAbstractTableModel):
         if column.backend:
             a = row.backend(column.backend)
             return (0 if a.compatibility.compatible else 1, a.vram.total if a.vram else 1 << 62)
-        if key == "fit" or column.gpu >= 0:
+        if key == "fit":
             status = self._fit(row, column)
             return FIT_ORDER.index(status) if status else len(FIT_ORDER)
         if key == "branch":
@@ -384,12 +453,6 @@ class BranchTableModel(QAbstractTableModel):
     def _fit(self, row: BranchRow, column: Column) -> FitStatus | None:
         if column.key == "fit":
             return row.fit.status
-        if column.gpu >= 0:
-            if row.best_backend is None:
-                return FitStatus.UNKNOWN
-            fit = row.backend(row.best_backend).fit
-            per = next((g for g in fit.per_gpu if g.gpu_index == column.gpu), None)
-            return per.status if per else FitStatus.UNKNOWN
         return None
 
     def _tooltip(self, row: BranchRow, column: Column) -> str | None:
@@ -397,20 +460,12 @@ class BranchTableModel(QAbstractTableModel):
             best = (
                 f" Default backend: {row.backend(row.best_backend).display_name}." if row.best_backend else ""
             )
-            return row.fit.message + best
-        if column.gpu >= 0 and row.best_backend:
-            fit = row.backend(row.best_backend).fit
-            per = next((g for g in fit.per_gpu if g.gpu_index == column.gpu), None)
-            if per:
-                need, free = format_size(per.need_bytes), format_size(per.free_bytes)
-                return f"{per.gpu_name}: needs {need} of {free} free"
+            plan = f"<br>At {row.context} tokens of context, prompts up to {row.prompt} tokens."
+            lines = split_lines(row.fit)
+            return row.fit.message + best + plan + "".join(f"<br>{line}" for line in lines)
         if column.backend:
             a = row.backend(column.backend)
-            parts = ""
-            if a.vram:
-                parts = "<br>" + "<br>".join(
-                    f"{theme.PART_LABELS[k]}: {format_size(v)}" for k, v in a.vram.parts().items() if v
-                )
+            parts = "".join(f"<br>{line}" for line in parts_lines(a))
             return f"<b>{a.display_name}</b>: {a.compatibility.reason}{parts}<br>{a.fit.message}"
         if column.key == "backends":
             return backends_tooltip(row)

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Final
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from app.chat.profiles import EffectiveSettings, ModelSettings, ProfileStore
-from app.chat.session_setup import LocalTarget
+from app.chat.session_setup import LocalTarget, PeakRecorder
+from app.errors import QuantDeskError
 
 if TYPE_CHECKING:
     from app.backends.base import GenerationStats, LoadedModel
@@ -154,6 +155,7 @@ class ChatWorker(QObject):
         self.session: ChatSession | None = None
         self.model: LoadedModel | None = None
         self._plan: ChatPlan | None = None
+        self._peaks: PeakRecorder | None = None  # keeps the peak memory after each reply (local models)
         self._detected: TemplateChoice | None = None
         self._cancel_load = threading.Event()
         # Set by Stop, cleared when the GUI asks for a new reply: a Stop pressed before the engine has
@@ -226,6 +228,7 @@ class ChatWorker(QObject):
         model = load_local(selection, plan.files, load_settings, self.load_progress.emit, cancel)
         self.model = model
         profile = record_memory(self.profiles, plan, model)
+        self._peaks = PeakRecorder(plan, model, load_settings.cache_type.value)
         settings = chat_settings(effective, plan.files)
         session = ChatSession(model, plan.choice, settings=settings, store=self.store)
         session.conversation.meta = local_meta(request.local, model.backend, plan.choice, settings)
@@ -309,6 +312,7 @@ class ChatWorker(QObject):
 
     def _release(self) -> None:
         model, self.model, self.session, self._plan = self.model, None, None, None
+        self._peaks = None
         if model is not None:
             model.unload()
 
@@ -461,6 +465,10 @@ class ChatWorker(QObject):
             self.streaming = False
         if pending:
             self.chunk.emit("".join(pending))
+        if end is not None and self._peaks is not None:
+            warning = self._peaks.after_reply(end.stats.prompt_tokens)  # what the catalog's "measured" shows
+            if warning:
+                self.failed.emit(QuantDeskError(warning), "saving the memory measured")
         reply = session.conversation.last()
         self.reply_finished.emit(
             ReplyOutcome(

@@ -20,8 +20,28 @@ from PySide6.QtWidgets import (
 from app.catalog.table import BranchRow
 from app.hardware import Hardware
 from app.ui import theme
+from app.ui.branch_table import measured_lines, parts_lines, split_lines
 from app.ui.vram_chart import VramChart
 from app.units import format_size
+
+
+def fit_text(row: BranchRow) -> str:
+    """The verdict, the split over GPUs, and for the default backend which parts are fixed and which
+    grow (with the context or with the longest prompt), and what the user's own measurement said."""
+    memory = "RAM" if any(a.on_cpu for a in row.backends) else "VRAM"
+    plan = f"At {row.context} tokens of context, prompts up to {row.prompt} tokens ({memory})"
+    lines = [html.escape(f"{plan}: {row.fit.message}")]
+    lines += [html.escape(line) for line in split_lines(row.fit)]
+    if row.best_backend:
+        best = row.backend(row.best_backend)
+        if best.vram is not None:
+            lines.append(f"<b>{html.escape(best.display_name)}</b>, part by part:")
+            lines += [f"&nbsp;&nbsp;{html.escape(line)}" for line in parts_lines(best)]
+    for other in row.backends:
+        if other.name != row.best_backend and other.measurement is not None:
+            lines.append(f"<b>{html.escape(other.display_name)}</b>:")
+            lines += [f"&nbsp;&nbsp;{html.escape(line)}" for line in measured_lines(other)]
+    return "<br>".join(lines)
 
 
 def _heading(text: str) -> QLabel:
@@ -82,6 +102,7 @@ class DetailsPane(QScrollArea):
         self.chart = VramChart()
         memory.addWidget(self.chart)
         self.fit = _wrapping()
+        self.fit.setTextFormat(Qt.TextFormat.RichText)
         memory.addWidget(self.fit)
         memory.addStretch(1)
         columns.addLayout(memory, 5)
@@ -152,8 +173,7 @@ class DetailsPane(QScrollArea):
             facts.append(f"{arch.model_type}, {arch.layers} layers, max context {arch.max_context}")
         facts.append(f"commit {info.commit[:10]}")
         self.facts.setText(" · ".join(facts))
-        memory = "RAM" if any(a.on_cpu for a in row.backends) else "VRAM"
-        self.fit.setText(f"At {row.context} tokens of context ({memory}): {row.fit.message}")
+        self.fit.setText(fit_text(row))
         lines = []
         for a in row.backends:
             color = theme.badge_colors(a.fit.status)[0].name() if a.compatibility.compatible else None

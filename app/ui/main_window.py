@@ -137,6 +137,7 @@ class MainWindow(QMainWindow):
         self.hardware_label = QLabel("Detecting GPUs…")
         self.downloads_label = QLabel()
         self.statusBar().addWidget(self.hardware_label, 1)
+        self.models_page.planning_described.connect(self.hardware_label.setText)
         self.statusBar().addPermanentWidget(self.downloads_label)
 
         self.models_page.download_requested.connect(self.download)
@@ -207,7 +208,7 @@ class MainWindow(QMainWindow):
     def _hardware_detected(self, hardware: Hardware) -> None:
         self.hardware = hardware
         self.hardware_label.setText(hardware_summary(hardware))
-        self.models_page.set_hardware(hardware)
+        self.models_page.set_hardware(hardware)  # then planning_described keeps the label current
         self.hardware_ready.emit(hardware)
 
     # -- downloads ------------------------------------------------------------------------------------

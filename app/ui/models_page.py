@@ -46,6 +46,7 @@ from app.ui.branch_table import (
     BranchTableModel,
     ButtonDelegate,
     LocalInfo,
+    read_measurements,
 )
 from app.ui.details_pane import DetailsPane
 from app.ui.error_center import ErrorCenter
@@ -82,11 +83,11 @@ def load_catalog(ref: RepoRef) -> Generator[Any, None, Any]:
 
 
 def hardware_summary(hw: Hardware) -> str:
-    """One line: the GPUs and their free memory, or why the table plans for the CPU."""
+    """One line: what the table plans for (planned or detected GPUs and their free memory, or the CPU)."""
     if hw.gpus:
         parts = [f"GPU {g.index} {g.name}: {format_size(g.free_bytes)} free" for g in hw.gpus]
-        prefix = "Planned: " if hw.planned else ""
-        return prefix + " · ".join(parts)
+        what = "the GPUs you entered" if hw.planned else "this machine"
+        return f"Planning for {what}: " + " · ".join(parts)
     note = hw.gpu_note or "No CUDA GPU."
     return f"{note} Planning for the CPU: {format_size(hw.ram_available_bytes)} RAM free."
 
@@ -115,6 +116,7 @@ class ModelsPage(QWidget):
     """Repo box, planning controls, the branch table and the details pane."""
 
     download_requested = Signal(str, str)  # repo_id, branch
+    planning_described = Signal(str)  # what the table plans for, for the window's status bar
     catalog_shown = Signal(object)  # RepoCatalog, after it is in the table (cached or fresh)
     loading_finished = Signal()
 
@@ -176,6 +178,17 @@ class ModelsPage(QWidget):
         self.context_box.setToolTip("Context length to plan memory for (0: each model's own maximum)")
         self.context_box.setValue(min(self.settings.default_context, MAX_CONTEXT))
         self.context_box.valueChanged.connect(self._planning_changed)
+        self.prompt_box = QSpinBox()
+        self.prompt_box.setRange(0, MAX_CONTEXT)
+        self.prompt_box.setSingleStep(512)
+        self.prompt_box.setSpecialValueText("¼ of context")
+        self.prompt_box.setSuffix(" tokens")
+        self.prompt_box.setAccelerated(True)
+        self.prompt_box.setToolTip(
+            "Longest prompt to plan for: processing it needs memory on top of the KV cache "
+            "(0: a quarter of the context, at least 512 tokens)"
+        )
+        self.prompt_box.valueChanged.connect(self._planning_changed)
         self.cache_box = QComboBox()
         for cache, label in CACHE_LABELS.items():
             self.cache_box.addItem(label, cache.value)
@@ -194,6 +207,8 @@ class ModelsPage(QWidget):
         self.hardware_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         planning.addWidget(QLabel("Context"))
         planning.addWidget(self.context_box)
+        planning.addWidget(QLabel("Longest prompt"))
+        planning.addWidget(self.prompt_box)
         planning.addSpacing(10)
         planning.addWidget(QLabel("KV cache"))
         planning.addWidget(self.cache_box)
@@ -437,6 +452,7 @@ class ModelsPage(QWidget):
         self.stack.setCurrentWidget(self.table)
         self.details.show()
         self.model.set_branches(catalog.repo_id, catalog.branches)  # the reset re-selects the row
+        start_worker(read_measurements, catalog.repo_id, connect={"returned": self.model.set_measurements})
         if final and catalog.access_note:
             self._set_status(f"🔒 {catalog.access_note}", stale=True)
         elif final and not catalog.stale:
@@ -493,7 +509,7 @@ class ModelsPage(QWidget):
         context = self.context_box.value() or None
         cache = CacheType(self.cache_box.currentData())
         self.settings.cache_type = cache
-        self.model.set_planning(context, cache)
+        self.model.set_planning(context, cache, self.prompt_box.value() or None)
 
     def _plan_changed(self) -> None:
         if self._detected is None:
@@ -508,7 +524,12 @@ class ModelsPage(QWidget):
         hardware = planned_hardware(self._detected, sizes) if sizes else self._detected
         self.hardware_label.setText(hardware_short(hardware))
         self.hardware_label.setToolTip(hardware_summary(hardware))
-        self.model.set_planning(self.context_box.value() or None, CacheType(self.cache_box.currentData()))
+        self.planning_described.emit(hardware_summary(hardware))
+        self.model.set_planning(
+            self.context_box.value() or None,
+            CacheType(self.cache_box.currentData()),
+            self.prompt_box.value() or None,
+        )
         self.model.set_hardware(hardware)
         self._show_details()
 
@@ -538,6 +559,8 @@ class ModelsPage(QWidget):
         model = self.model
         for i, column in enumerate(model.columns):
             texts = [str(model.index(r, i).data() or "") for r in range(model.rowCount())]
+            if column.key == "fit":  # any verdict may appear later without a reset (a planning change)
+                texts += list(theme.FIT_LABELS.values())
             metrics = bold if column.key == "fit" or column.gpu >= 0 else plain
             padding = 34 if column.key in ("fit", "download") or column.gpu >= 0 else 12
             width = max(

@@ -31,13 +31,17 @@ _BADGES_DARK: dict[FitStatus, tuple[str, str]] = {
 PART_COLORS = {
     "weights": "#5b8def",
     "kv_cache": "#2fb380",
-    "scratch": "#e3a23b",
+    "prefill": "#e3a23b",
+    "buffers": "#c7793a",
+    "reserve": "#8c95a3",
     "cuda_context": "#a877d9",
 }
 PART_LABELS = {
     "weights": "Weights",
     "kv_cache": "KV cache",
-    "scratch": "Scratch",
+    "prefill": "Prefill",
+    "buffers": "Buffers",
+    "reserve": "Allocator reserve",
     "cuda_context": "CUDA context",
 }
 FIT_LABELS = {

@@ -1,7 +1,7 @@
 """A small custom-painted bar chart of one branch's memory need per backend.
 
-Each backend gets a stacked bar (weights, KV cache, scratch, CUDA context) on a common scale, with a
-dashed marker at the memory that is free (the largest GPU's, or RAM on a CPU run).
+Each backend gets a stacked bar (weights, KV cache, prefill, buffers, reserve, CUDA context) on a common
+scale, with a dashed marker at the memory that is free (the largest GPU's, or RAM on a CPU run).
 """
 
 from __future__ import annotations
@@ -41,10 +41,29 @@ class VramChart(QWidget):
     def _bars(self) -> int:
         return len(self._row.backends) if self._row else 0
 
-    def sizeHint(self) -> QSize:
+    def _legend_lines(self, width: int) -> int:
+        """How many lines the legend wraps to at ``width`` (as paintEvent lays it out)."""
+        metrics = QFontMetrics(self.font())
+        lines, x = 1, 0
+        for label in theme.PART_LABELS.values():
+            item_width = 14 + metrics.horizontalAdvance(label) + 14
+            if x and x + item_width > width:
+                lines, x = lines + 1, 0
+            x += item_width
+        return lines
+
+    def hasHeightForWidth(self) -> bool:
+        return True
+
+    def heightForWidth(self, width: int) -> int:
         line = self._line_height()
-        height = self._bars() * (line + _BAR_HEIGHT + _GAP) + 2 * line + 12 if self._row else line + 8
-        return QSize(360, height)
+        if not self._row:
+            return line + 8
+        legend = self._legend_lines(width - 2) * (line + 2)
+        return self._bars() * (line + _BAR_HEIGHT + _GAP) + legend + line + 14
+
+    def sizeHint(self) -> QSize:
+        return QSize(360, self.heightForWidth(max(self.width(), 260)))
 
     def minimumSizeHint(self) -> QSize:
         return QSize(260, self.sizeHint().height())

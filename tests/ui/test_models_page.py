@@ -74,8 +74,54 @@ def test_context_and_cache_type_update_memory_without_network(
     page.plan_box.setText("24,24")
     page.plan_box.editingFinished.emit()
     assert page.model.hardware is not None and page.model.hardware.planned
-    assert page.model.column_index("gpu:1") > 0  # one fit badge per GPU
     assert _cell(window, "main", "fit") == "Fits"
+    qtbot.wait(300)
+    assert hub.requests == []
+
+
+def test_planned_gpus_keep_one_fit_column_and_the_status_bar_says_what_is_planned(
+    qtbot: QtBot, window: MainWindow
+) -> None:
+    """Issue 11 item 15: with 24,24 each row had a red badge per GPU next to a green split and the status
+    bar still said "Planning for the CPU"; the columns pushed Download and Description off-screen."""
+    open_repo(qtbot, window, TINY)
+    page = window.models_page
+    columns_before = [c.key for c in page.model.columns]
+    page.plan_box.setText("24,24")
+    page.plan_box.editingFinished.emit()
+    assert [c.key for c in page.model.columns] == columns_before  # no per-GPU columns
+    assert "Planning for the CPU" not in window.hardware_label.text()
+    assert "Planning for the GPUs you entered" in window.hardware_label.text()
+    assert "GPU 1" in window.hardware_label.text()
+    row = page.model.row_of("main")
+    tooltip = page.model.index(row, page.model.column_index("fit")).data(Qt.ItemDataRole.ToolTipRole)
+    assert "GPU 0" in tooltip and "GPU 1" in tooltip  # the per-GPU picture moved into the tooltip
+    assert "GPU 1" in page.details.fit.text()
+    page.plan_box.setText("")
+    page.plan_box.editingFinished.emit()
+    assert "Planning for the GPUs you entered" not in window.hardware_label.text()
+
+
+def test_longest_prompt_changes_the_estimate_and_the_details_say_what_grows(
+    qtbot: QtBot, window: MainWindow, hub: HubEmulator
+) -> None:
+    open_repo(qtbot, window, TINY)
+    page = window.models_page
+    hub.requests.clear()
+    page.context_box.setValue(8192)
+    page.plan_box.setText("24")
+    page.plan_box.editingFinished.emit()
+    assert page.model.rows[0].prompt == 2048  # default: a quarter of the context
+    before = page.model.rows[0].backend("exllamav2").vram
+    page.prompt_box.setValue(512)
+    after = page.model.rows[0].backend("exllamav2").vram
+    assert page.model.rows[0].prompt == 512
+    assert before is not None and after is not None
+    assert after.kv_cache == before.kv_cache  # the cache depends on the context only
+    assert after.prefill < before.prefill  # the prompt's transient shrinks with the prompt
+    text = page.details.fit.text()
+    assert "prompts up to 512 tokens" in text
+    assert "grows with the context" in text and "grows with the longest prompt" in text and "fixed" in text
     qtbot.wait(300)
     assert hub.requests == []
 
