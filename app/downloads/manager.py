@@ -23,7 +23,6 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
 
 from app import errors
 from app.auth import read_token
@@ -31,39 +30,19 @@ from app.catalog.hub_client import HubClient, RemoteFile
 from app.downloads import registry
 from app.downloads.cleanup import WrittenLog, discard_download
 from app.downloads.lock import folder_lock
-from app.downloads.progress import FileStatus, ProgressCallback, ProgressTracker
+from app.downloads.preflight import DiskUsage, check_free_space, check_owner, existing_ancestor
+from app.downloads.progress import FileStatus, ProgressCallback, ProgressTracker, TrackerHooks
 from app.downloads.state import CompletionMarker, FolderState, JobRecord, PlannedFile
 from app.downloads.target import STATE_DIR_NAME, check_target, default_target, folder_error, validate_filename
 from app.downloads.transfer import FileTransfer, TransferInterrupted, TransferSettings
 from app.downloads.verify import CheckStatus, check_file
 
 DEFAULT_JOBS = 4
-# Free space kept beyond the download: 2 % of it, at least 8 MiB (file-system overhead, the records),
-# at most 256 MiB (a fixed 256 MiB refused a 23 MiB download with 40 MiB free).
-MARGIN_FRACTION = 0.02
-MIN_MARGIN_BYTES = 8 * 1024 * 1024
-MAX_MARGIN_BYTES = 256 * 1024 * 1024
-_RETRYING = " Retrying…"  # how a transfer's status message says it will try again
-
-
-def disk_margin(remaining: int) -> int:
-    """Free space to keep beyond ``remaining`` bytes of download."""
-    return min(MAX_MARGIN_BYTES, max(MIN_MARGIN_BYTES, int(remaining * MARGIN_FRACTION)))
-
-
 # What a model needs to run: weights, configs (JSON), tokenizer files, chat templates.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 _CONFIG_SUFFIXES = (".json", ".jinja")
 _TOKENIZER_FILES = ("tokenizer.model", "vocab.txt", "merges.txt", "spiece.model", "sentencepiece.bpe.model")
 _TOKENIZER_SUFFIXES = (".tiktoken",)
-
-
-class DiskUsage(Protocol):
-    """What :func:`shutil.disk_usage` returns (only ``free`` is used)."""
-
-    @property
-    def free(self) -> int:
-        """Free bytes for this user."""
 
 
 def wanted_by_default(path: str) -> bool:
@@ -138,42 +117,6 @@ class DownloadOptions:
     transfer: TransferSettings = field(default_factory=TransferSettings)
 
 
-def format_bytes(n: float) -> str:
-    """Human size with binary units (the numbers in disk-space messages)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-class _Hooks:
-    """Adapts transfer reports to the progress tracker, numbering retries as they happen so a person
-    sees "retrying (2/6) after …" at once instead of a silent 0 %."""
-
-    def __init__(self, tracker: ProgressTracker, max_failures: int) -> None:
-        self.tracker = tracker
-        self.max_failures = max_failures
-        self._retries: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def bytes_written(self, path: str, nbytes: int) -> None:
-        with self._lock:
-            retried = self._retries.pop(path, 0)
-        if retried:
-            self.tracker.set_overall(FileStatus.RUNNING)  # bytes flow again: the retry notice goes
-        self.tracker.add_bytes(path, nbytes)
-
-    def status(self, path: str, status: FileStatus, message: str = "", done_bytes: int | None = None) -> None:
-        if status is FileStatus.RUNNING and message.endswith(_RETRYING):
-            with self._lock:
-                count = self._retries[path] = self._retries.get(path, 0) + 1
-            cause = message.removesuffix(_RETRYING)
-            message = f"retrying ({count}/{self.max_failures + 1}) after: {cause}"
-            self.tracker.set_overall(FileStatus.RUNNING, message)
-        self.tracker.set_file(path, status, message, done_bytes)
-
-
 class BranchDownload:
     """Downloads one branch of a repo into a model folder. ``run`` blocks; ``pause``/``cancel`` are
     thread-safe and may be called from any thread (the GUI's, or the CLI's Ctrl-C handler)."""
@@ -245,7 +188,7 @@ class BranchDownload:
             self._held = held
             if (self.target / STATE_DIR_NAME).is_dir():
                 self._lock_folder()  # one of ours already: nobody else may write it from here on
-            self._check_owner()
+            check_owner(self.folder, self.repo_id, self.branch)
             result = self._run()
         if result.outcome is Outcome.CANCELLED and self._delete_on_cancel:
             discard_download(self.target)
@@ -263,30 +206,6 @@ class BranchDownload:
 
     def _forget_lock(self) -> None:
         self._held_lock = False
-
-    def _check_owner(self) -> None:
-        """Refuse a folder that holds another model, or files QuantDesk did not write (never mix)."""
-        if not self.target.is_dir():
-            return
-        for record in (self.folder.load_marker(), self.folder.load_job()):
-            if record is None:
-                continue
-            same_branch = record.branch in (self.branch, "")  # "" : a rebuilt record, branch unknown
-            if record.repo_id != self.repo_id or not same_branch:
-                raise errors.FolderConflictError(
-                    f"{self.target} already holds {record.repo_id} : {record.branch or '?'}; "
-                    f"downloading {self.repo_id} : {self.branch} there would mix two models.",
-                    "Choose another folder with --dir, or delete that model first.",
-                )
-        if (self.target / STATE_DIR_NAME).is_dir():
-            return
-        foreign = sorted(p.name for p in self.target.iterdir())
-        if foreign:
-            raise errors.FolderConflictError(
-                f"{self.target} already holds files QuantDesk did not download ({', '.join(foreign[:3])}"
-                f"{', …' if len(foreign) > 3 else ''}).",
-                "Choose a new or empty folder with --dir.",
-            )
 
     def _run(self) -> DownloadResult:
         commit = self.options.pin_commit or self.client.branch_commit(self.repo_id, self.branch)
@@ -381,7 +300,7 @@ class BranchDownload:
         self, todo: list[PlannedFile], commit: str, job: JobRecord, tracker: ProgressTracker
     ) -> list[str]:
         fetched: list[str] = []
-        hooks = _Hooks(tracker, self.options.transfer.max_failures)
+        hooks = TrackerHooks(tracker, self.options.transfer.max_failures)
         written = WrittenLog.load(self.target) or WrittenLog()
 
         def one(planned: PlannedFile) -> None:
@@ -506,21 +425,9 @@ class BranchDownload:
 
     def _check_disk(self, todo: list[PlannedFile]) -> None:
         remaining = sum(f.size - self._part_bytes(f) for f in todo)
-        if remaining <= 0:
-            return
-        probe = self.target
-        while not probe.exists() and probe.parent != probe:
-            probe = probe.parent
-        free = self.options.disk_usage(probe).free
-        margin = (
-            self.options.margin_bytes if self.options.margin_bytes is not None else disk_margin(remaining)
-        )
-        if free < remaining + margin:
-            raise errors.DiskFullError(
-                f"Not enough disk space in {probe}: the download needs {format_bytes(remaining)} more "
-                f"(+ {format_bytes(margin)} margin) but only {format_bytes(free)} is free.",
-                "Free some space or choose another folder with --dir.",
-            )
+        probe = existing_ancestor(self.target)
+        if remaining > 0:
+            check_free_space(probe, remaining, self.options.disk_usage(probe).free, self.options.margin_bytes)
 
     def _report_finished(self, files: tuple[PlannedFile, ...]) -> None:
         tracker = ProgressTracker(

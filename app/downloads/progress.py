@@ -212,3 +212,33 @@ class ProgressTracker:
                 return
             self._last_emit = now
         self._callback(self.snapshot())
+
+
+RETRYING_SUFFIX = " Retrying…"  # how a transfer's status message says it will try again
+
+
+class TrackerHooks:
+    """Adapts transfer reports to the progress tracker, numbering retries as they happen so a person
+    sees "retrying (2/6) after …" at once instead of a silent 0 %."""
+
+    def __init__(self, tracker: ProgressTracker, max_failures: int) -> None:
+        self.tracker = tracker
+        self.max_failures = max_failures
+        self._retries: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def bytes_written(self, path: str, nbytes: int) -> None:
+        with self._lock:
+            retried = self._retries.pop(path, 0)
+        if retried:
+            self.tracker.set_overall(FileStatus.RUNNING)  # bytes flow again: the retry notice goes
+        self.tracker.add_bytes(path, nbytes)
+
+    def status(self, path: str, status: FileStatus, message: str = "", done_bytes: int | None = None) -> None:
+        if status is FileStatus.RUNNING and message.endswith(RETRYING_SUFFIX):
+            with self._lock:
+                count = self._retries[path] = self._retries.get(path, 0) + 1
+            cause = message.removesuffix(RETRYING_SUFFIX)
+            message = f"retrying ({count}/{self.max_failures}) after: {cause}"
+            self.tracker.set_overall(FileStatus.RUNNING, message)
+        self.tracker.set_file(path, status, message, done_bytes)

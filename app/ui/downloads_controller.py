@@ -45,6 +45,7 @@ class JobState(StrEnum):
     CANCELLING = "Cancelling"
     CANCELLED = "Cancelled"
     DONE = "Complete"
+    GONE = "Folder deleted"  # its folder was removed outside QuantDesk: nothing left to resume
 
 
 ACTIVE = (JobState.STARTING, JobState.RUNNING, JobState.VERIFYING, JobState.PAUSING, JobState.CANCELLING)
@@ -99,6 +100,13 @@ class DownloadJob:
     added_at: float = field(default_factory=time.time)
     control: _Control = field(default_factory=_Control)
     worker: Worker[Any] | None = None
+    last_bytes_at: float = field(default_factory=time.monotonic)  # when done_bytes last grew
+
+    def stalled_for(self, now: float | None = None) -> float:
+        """Seconds without a new byte while running (0 when not running)."""
+        if self.state is not JobState.RUNNING:
+            return 0.0
+        return max(0.0, (time.monotonic() if now is None else now) - self.last_bytes_at)
 
     @property
     def key(self) -> str:
@@ -140,16 +148,29 @@ def _run(
     return download.run()
 
 
-def _discard_parts(target: Path) -> None:
-    from app.downloads.state import FolderState
+def _discard_download(target: Path) -> int:
+    from app.downloads.cleanup import discard_download
 
-    FolderState(target).discard_all_parts()
+    return discard_download(target)
 
 
 def _unfinished(models_dir: Path) -> list[LocalModel]:
     from app.downloads.registry import incomplete_downloads
 
     return incomplete_downloads(models_dir)
+
+
+def _take_notices() -> list[str]:
+    from app.downloads import notices
+
+    return notices.take()
+
+
+def _folders_present(folders: dict[str, Path]) -> dict[str, bool]:
+    """Per job key: whether its folder still holds a download (a record of ours), on a worker."""
+    from app.downloads.state import FolderState
+
+    return {key: FolderState(folder).state_dir.is_dir() for key, folder in folders.items()}
 
 
 class _Bridge(QObject):
@@ -234,7 +255,7 @@ class DownloadsController(QObject):
         job = self.jobs.get(key)
         if job is not None and (job.state in ACTIVE or job.state is JobState.QUEUED):
             return key
-        if job is None or job.state is JobState.DONE:
+        if job is None or job.state in (JobState.DONE, JobState.GONE):
             is_new = job is None
             job = DownloadJob(repo_id, branch, target=target or (job.target if job else None))
             self.jobs[key] = job
@@ -249,7 +270,13 @@ class DownloadsController(QObject):
         if job is not None and job.state in RESUMABLE:
             self._queue(job)
 
-    retry = resume
+    def retry(self, key: str) -> None:
+        """Try a failed download again; a download whose folder was deleted starts again from zero."""
+        job = self.jobs.get(key)
+        if job is not None and job.state is JobState.GONE:
+            self.start(job.repo_id, job.branch, job.target)
+        else:
+            self.resume(key)
 
     def resume_all_interrupted(self) -> int:
         """Resume every download left unfinished by the last session; returns how many."""
@@ -272,7 +299,12 @@ class DownloadsController(QObject):
     def cancel(self, key: str, delete_partial: bool) -> None:
         """Stop for good; ``delete_partial`` also removes the partial files."""
         job = self.jobs.get(key)
-        if job is None or job.state in (JobState.DONE, JobState.CANCELLED, JobState.CANCELLING):
+        if job is None or job.state in (
+            JobState.DONE,
+            JobState.CANCELLED,
+            JobState.CANCELLING,
+            JobState.GONE,
+        ):
             return
         if job.state in ACTIVE:
             job.control.cancel(delete_partial)
@@ -283,13 +315,54 @@ class DownloadsController(QObject):
             self._delete_parts(job)
 
     def _delete_parts(self, job: DownloadJob) -> None:
+        """Cancel-and-delete of a stopped download: remove what it wrote (worker)."""
         start_worker(
-            _discard_parts,
+            _discard_download,
             job.target or self._default_target(job),
             pool=self.pool,
             connect={
                 "errored": lambda exc: self.errors.report(exc, "deleting partial files"),
                 "finished": self.local_changed.emit,
+            },
+        )
+
+    def sync_with_disk(self) -> None:
+        """Follow the disk: a stopped download whose folder was deleted by hand is marked gone (worker)."""
+        stopped = (*RESUMABLE, JobState.DONE)
+        folders = {
+            key: job.path or job.target or self._default_target(job)
+            for key, job in self.jobs.items()
+            # A download that failed before it made its folder (progress None) has nothing to lose.
+            if job.state in stopped
+            and (job.progress is not None or job.state in (JobState.DONE, JobState.INTERRUPTED))
+        }
+        if folders:
+            start_worker(
+                _folders_present,
+                folders,
+                pool=self.pool,
+                connect={
+                    "returned": self._folders_checked,
+                    "errored": lambda exc: self.errors.report(exc, "checking download folders"),
+                },
+            )
+
+    def _folders_checked(self, present: dict[str, bool]) -> None:
+        for key, there in present.items():
+            job = self.jobs.get(key)
+            if job is not None and not there and job.state in (*RESUMABLE, JobState.DONE):
+                job.error = None
+                self._set_state(job, JobState.GONE)
+
+    def report_notices(self) -> None:
+        """Show what the download stores had to say (a damaged record set aside) in the error banner."""
+        start_worker(
+            _take_notices,
+            pool=self.pool,
+            connect={
+                "returned": lambda sentences: [
+                    self.errors.report_message(s, context="reading download records") for s in sentences
+                ]
             },
         )
 
@@ -355,6 +428,7 @@ class DownloadsController(QObject):
             self.job_added.emit(key)
             found += 1
         self.unfinished_found.emit(found)
+        self.report_notices()
         if found and self.settings.auto_resume:
             self.resume_all_interrupted()
 
@@ -401,6 +475,8 @@ class DownloadsController(QObject):
         job = self.jobs.get(key)
         if job is None:
             return
+        if job.progress is None or progress.done_bytes > job.progress.done_bytes:
+            job.last_bytes_at = time.monotonic()
         job.progress = progress
         status = str(progress.status)
         if job.state in (JobState.STARTING, JobState.RUNNING, JobState.VERIFYING) and status == "running":
@@ -434,6 +510,7 @@ class DownloadsController(QObject):
             self.local_changed.emit()
         else:
             self._set_state(job, JobState.PAUSED)
+        self.report_notices()
         self._schedule()
 
     def _failed(self, key: str, exc: BaseException) -> None:
@@ -444,8 +521,11 @@ class DownloadsController(QObject):
         job.error = describe(exc, f"downloading {key}")
         self.errors.report(exc, f"downloading {key}")
         self._set_state(job, JobState.FAILED)
+        self.report_notices()
         self._schedule()
 
     def _set_state(self, job: DownloadJob, state: JobState) -> None:
+        if state is JobState.RUNNING or state is JobState.STARTING:
+            job.last_bytes_at = time.monotonic()
         job.state = state
         self.job_changed.emit(job.key)
