@@ -377,3 +377,15 @@ def test_a_hard_server_error_fails_at_once(hub: HubEmulator, tmp_path: Path) -> 
     assert time.monotonic() - started < 3.0
     assert "501" in info.value.message
     assert len(blob_gets(hub)) == 1
+
+
+def test_speed_ignores_the_wait_before_the_first_byte() -> None:
+    from app.downloads.progress import SpeedMeter
+
+    now = [0.0]
+    meter = SpeedMeter(clock=lambda: now[0])
+    now[0] += 30.0  # connecting, retrying with backoff, or paused: no byte for 30 s
+    for _ in range(8):  # then a steady 1 MB/s for 2 s
+        meter.add(250_000)
+        now[0] += 0.25
+    assert meter.rate == pytest.approx(1_000_000, rel=0.15)

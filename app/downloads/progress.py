@@ -65,6 +65,9 @@ class SpeedMeter:
 
     A raw per-chunk rate jumps around (TCP bursts, 1 MiB chunks); an EMA with a ~3 s time constant gives
     a number a person can read and an ETA that doesn't flicker, and still follows a real change in speed.
+    The clock starts at the first byte after a (re)start: the seconds spent connecting, retrying or
+    paused before it are not transfer time (counting them primed the average with a few hundred B/s and
+    an ETA of thousands of hours).
     """
 
     def __init__(
@@ -80,9 +83,15 @@ class SpeedMeter:
         self._pending = 0
         self._last = clock()
         self._primed = False
+        self._open = False
 
     def add(self, nbytes: int) -> None:
         """Count bytes received now."""
+        if not self._open:
+            # The first bytes since a (re)start open the window; they arrived over an unknown wait, so
+            # they are not counted (counting them over the wait, or over no time, skews the first sample).
+            self._last, self._open = self._clock(), True
+            return
         self._pending += nbytes
         self._roll()
 
@@ -110,6 +119,7 @@ class SpeedMeter:
     def reset(self) -> None:
         """Forget the history (after a pause: the old speed says nothing about the next)."""
         self._rate, self._pending, self._primed, self._last = 0.0, 0, False, self._clock()
+        self._open = False
 
 
 def eta(remaining: int, speed_bps: float) -> float | None:

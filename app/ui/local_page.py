@@ -7,10 +7,7 @@ update is available.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import (
@@ -39,6 +36,7 @@ from app.catalog.fit import FitStatus
 from app.ui import theme
 from app.ui.error_center import ErrorCenter
 from app.ui.local_verify import VerifyPanel
+from app.ui.local_work import UpdateState, check_updates, delete_model, list_models
 from app.ui.settings import UiSettings
 from app.ui.workers import Worker, start_worker
 from app.units import format_size
@@ -50,77 +48,11 @@ SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 _Index = QModelIndex | QPersistentModelIndex
 
 
-@dataclass(frozen=True)
-class UpdateState:
-    """The result of an update check for one local model."""
-
-    text: str  # "Update available", "Up to date", "Checking…", "Could not check"
-    detail: str = ""
-
-
-def list_models(models_dir: Path) -> tuple[list[LocalModel], list[str]]:
-    """Worker body: every local model (QuantDesk folders first, then the HF cache), and what the stores
-    had to say while they were read (a damaged record set aside)."""
-    from app.downloads import notices
-    from app.downloads.registry import list_local_models
-
-    return list_local_models(models_dir), notices.take()
-
-
 def size_text(model: LocalModel) -> str:
     """'1.20 GiB' for a complete model; '36.00 KiB of 32.90 GiB' for an incomplete one."""
     if model.complete:
         return format_size(model.on_disk)
     return f"{format_size(model.on_disk)} of {format_size(model.size_bytes)}"
-
-
-def check_updates(models: list[LocalModel]) -> dict[str, UpdateState]:
-    """Worker body: compare each model's commit with its branch on the Hub (keyed by path)."""
-    from app.auth import read_token
-    from app.catalog.hub_client import HubClient
-    from app.errors import QuantDeskError
-
-    client = HubClient(token=read_token())
-    heads: dict[tuple[str, str], str | QuantDeskError] = {}
-    states: dict[str, UpdateState] = {}
-    for model in models:
-        if model.branch is None:
-            states[str(model.path)] = UpdateState("—", "No branch points at this snapshot.")
-            continue
-        key = (model.repo_id, model.branch)
-        if key not in heads:
-            try:
-                heads[key] = client.branch_commit(model.repo_id, model.branch)
-            except QuantDeskError as exc:
-                heads[key] = exc
-        head = heads[key]
-        if isinstance(head, QuantDeskError):
-            states[str(model.path)] = UpdateState("Could not check", head.user_message)
-        elif head != model.commit:
-            states[str(model.path)] = UpdateState("Update available", f"The branch is now at {head[:10]}.")
-        else:
-            states[str(model.path)] = UpdateState("Up to date")
-    return states
-
-
-def delete_model(model: LocalModel) -> int:
-    """Worker body: delete a local model; returns the bytes freed.
-
-    A QuantDesk folder is removed as a whole; an HF cache snapshot through huggingface_hub's own
-    delete strategy (blobs shared with other revisions stay).
-    """
-    if model.source == "hf-cache":
-        from huggingface_hub import scan_cache_dir
-
-        from app.downloads.registry import hf_cache_dir
-
-        strategy = scan_cache_dir(hf_cache_dir()).delete_revisions(model.commit)
-        freed = int(strategy.expected_freed_size)
-        strategy.execute()
-        return freed
-    size = sum(p.stat().st_size for p in model.path.rglob("*") if p.is_file())
-    shutil.rmtree(model.path)
-    return size
 
 
 class LocalModelsModel(QAbstractTableModel):

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PySide6.QtCore import QThreadPool
 from PySide6.QtWidgets import QMessageBox
 from pytestqt.qtbot import QtBot
 
@@ -24,7 +25,7 @@ from app.ui.downloads_page import CancelChoice, format_eta
 from app.ui.main_window import MainWindow
 from app.units import format_size
 from tests.hub_emulator import Faults, HubEmulator
-from tests.ui.conftest import TINY, WAIT_MS, open_repo
+from tests.ui.conftest import TINY, WAIT_MS, WindowFactory, open_repo
 
 ROOT = Path(__file__).resolve().parents[2]
 SLOW = Faults(throttle_bps=40_000, server="cdn")
@@ -274,3 +275,45 @@ def test_doesnt_fit_branch_asks_before_downloading(
     page.confirm_unfit_download = lambda _parent, _row: True
     page._download_clicked(unfit.info.branch)
     assert f"{TINY}:{unfit.info.branch}" in window.controller.jobs
+
+
+def test_delete_refuses_a_folder_another_process_is_writing(
+    qtbot: QtBot, window: MainWindow, hub: HubEmulator
+) -> None:
+    from app.downloads.lock import folder_lock
+
+    open_repo(qtbot, window, TINY)
+    key = window.download(TINY, "main")
+    _wait_state(qtbot, window.controller.jobs[key], JobState.DONE)
+    window.show_page("Local models")
+    local = window.local_page
+    qtbot.waitUntil(lambda: len(local.model.models) == 1, timeout=WAIT_MS)
+    folder = local.model.models[0].path
+    local.select_row(0)
+    local.confirm_delete = lambda _parent, _model: True
+    # folder_lock: what a `quantdesk download` into this folder holds
+    with folder_lock(folder), qtbot.waitSignal(window.errors.reported, timeout=WAIT_MS) as reported:
+        local.delete_button.click()
+    assert "is being written by a download" in reported.args[0].message  # type: ignore[index]
+    assert (folder / "model.safetensors").is_file()
+
+
+def test_a_damaged_download_record_is_set_aside_and_said_in_the_banner(
+    qtbot: QtBot, make_window: WindowFactory, hub: HubEmulator, isolated_home: Path
+) -> None:
+    window = make_window()
+    job = _start_slow(qtbot, window, hub)
+    window.close()  # pauses: the download stays resumable
+    _wait_state(qtbot, job, JobState.PAUSED)  # the old window is done with the folder
+    assert QThreadPool.globalInstance().waitForDone(WAIT_MS)
+    qtbot.wait(50)
+    hub.faults = Faults()
+    record = _folder(isolated_home) / ".quantdesk" / "job.json"
+    record.write_bytes(b"\xff\xfe not json")
+    restarted = make_window()
+    qtbot.waitUntil(lambda: job.key in restarted.controller.jobs, timeout=WAIT_MS)
+    assert restarted.controller.jobs[job.key].state is JobState.INTERRUPTED  # still offered for resume
+    qtbot.waitUntil(lambda: "set it aside" in restarted.banner.message.text(), timeout=WAIT_MS)
+    assert list(record.parent.glob("job.json.corrupt-*"))
+    restarted.controller.resume(job.key)
+    _wait_state(qtbot, restarted.controller.jobs[job.key], JobState.DONE)
