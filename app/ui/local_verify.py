@@ -12,7 +12,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QProgressBar, QPushButton, QWidget
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QWidget,
+)
 
 from app.ui.error_center import ErrorCenter
 from app.ui.workers import Worker, start_worker
@@ -79,8 +87,11 @@ class VerifyPanel(QWidget):
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.bar = QProgressBar()
         self.bar.setRange(0, 1000)
+        self.bar.setMinimumWidth(self.fontMetrics().horizontalAdvance("x") * 60)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self._stop.set)
         layout.addWidget(self.label, 1)
@@ -101,6 +112,7 @@ class VerifyPanel(QWidget):
         self.report = None
         self.label.setText(f"Verifying {model.repo_id} : {model.branch}…")
         self.bar.setValue(0)
+        self.bar.setVisible(True)
         self.cancel_button.setVisible(True)
         self.show()
         bridge = self._bridge
@@ -114,7 +126,8 @@ class VerifyPanel(QWidget):
 
     def _hashed(self, done: int, total: int, name: str) -> None:
         self.bar.setValue(int(1000 * done / total) if total else 1000)
-        self.bar.setFormat(f"%p %  ·  {format_size(done)} of {format_size(total)}  ·  {name}")
+        self.bar.setFormat(f"%p %  ·  {format_size(done)} of {format_size(total)}")
+        self.bar.setToolTip(name)
 
     def _fetched(self, progress: DownloadProgress) -> None:
         self.bar.setValue(int(progress.fraction * 1000))
@@ -153,7 +166,7 @@ class VerifyPanel(QWidget):
 
     def _end(self, sentence: str) -> None:
         self.cancel_button.setVisible(False)
-        self.bar.setValue(1000 if self.report is not None else self.bar.value())
+        self.bar.setVisible(False)  # the sentence says how it ended
         self.label.setText(sentence)
         self.label.setToolTip(sentence)
         self.finished.emit(sentence)
