@@ -60,7 +60,7 @@ def read_json_store(path: Path, *, what: str = "") -> tuple[dict[str, Any] | Non
     label = what or path.name
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no such store (a parent is a file: none either)
         return None, None
     except OSError as exc:
         return None, f"QuantDesk could not read {label} ({path}): {exc.strerror or exc}."
