@@ -54,10 +54,11 @@ def _run(
     return download.run()
 
 
-def _discard_download(target: Path) -> int:
+def _discard_download(target: Path | None, repo_id: str, branch: str, models_dir: Path) -> int:
     from app.downloads.cleanup import discard_download
+    from app.downloads.target import default_target
 
-    return discard_download(target)
+    return discard_download(target or default_target(repo_id, branch, models_dir))
 
 
 def _unfinished(models_dir: Path) -> list[LocalModel]:
@@ -72,11 +73,24 @@ def _take_notices() -> list[str]:
     return notices.take()
 
 
-def _folders_present(folders: dict[str, Path]) -> dict[str, bool]:
-    """Per job key: whether its folder still holds a download (a record of ours), on a worker."""
-    from app.downloads.state import FolderState
+def _folders_present(
+    jobs: dict[str, tuple[Path | None, Path | None, str, str]], models_dir: Path
+) -> dict[str, bool]:
+    """Per job key (finished path, chosen folder, repo, branch): whether it is still on disk (worker).
 
-    return {key: FolderState(folder).state_dir.is_dir() for key, folder in folders.items()}
+    A finished job's folder (or HF cache snapshot) must exist; a stopped one's folder must still hold
+    its records (a folder emptied by hand has nothing left to resume either).
+    """
+    from app.downloads.target import STATE_DIR_NAME, default_target
+
+    present = {}
+    for key, (path, target, repo_id, branch) in jobs.items():
+        if path is not None:
+            present[key] = path.is_dir()
+        else:
+            folder = target or default_target(repo_id, branch, models_dir)
+            present[key] = (folder / STATE_DIR_NAME).is_dir()
+    return present
 
 
 class _Bridge(QObject):
@@ -224,7 +238,10 @@ class DownloadsController(QObject):
         """Cancel-and-delete of a stopped download: remove what it wrote (worker)."""
         start_worker(
             _discard_download,
-            job.target or self._default_target(job),
+            job.target,
+            job.repo_id,
+            job.branch,
+            self.settings.models_dir,
             pool=self.pool,
             connect={
                 "errored": lambda exc: self.errors.report(exc, "deleting partial files"),
@@ -236,7 +253,7 @@ class DownloadsController(QObject):
         """Follow the disk: a stopped download whose folder was deleted by hand is marked gone (worker)."""
         stopped = (*RESUMABLE, JobState.DONE)
         folders = {
-            key: job.path or job.target or self._default_target(job)
+            key: (job.path, job.target, job.repo_id, job.branch)
             for key, job in self.jobs.items()
             # A download that failed before it made its folder (progress None) has nothing to lose.
             if job.state in stopped
@@ -246,6 +263,7 @@ class DownloadsController(QObject):
             start_worker(
                 _folders_present,
                 folders,
+                self.settings.models_dir,
                 pool=self.pool,
                 connect={
                     "returned": self._folders_checked,
@@ -309,11 +327,6 @@ class DownloadsController(QObject):
                 job.worker.wait(max(0.0, deadline - time.monotonic()))
 
     # -- internals ------------------------------------------------------------------------------------
-
-    def _default_target(self, job: DownloadJob) -> Path:
-        from app.downloads.target import default_target
-
-        return default_target(job.repo_id, job.branch, self.settings.models_dir)
 
     def _unfinished_loaded(self, models: list[LocalModel]) -> None:
         found = 0
