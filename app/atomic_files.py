@@ -1,4 +1,4 @@
-"""Crash-safe file writes shared by every store that keeps JSON on disk."""
+"""Crash-safe writes and damage-tolerant reads shared by every store that keeps JSON on disk."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,3 +31,52 @@ def write_json_atomic(path: Path, data: Mapping[str, Any], *, sort_keys: bool = 
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file to ``<name>.corrupt-<UTC timestamp>`` next to it and return the new path.
+
+    Never deletes: the bytes stay for the user (or a support request); a name already taken gets a
+    counter, so two set-asides in the same second keep both files.
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    candidate = path.with_name(f"{path.name}.corrupt-{stamp}")
+    counter = 1
+    while candidate.exists():
+        counter += 1
+        candidate = path.with_name(f"{path.name}.corrupt-{stamp}-{counter}")
+    os.replace(path, candidate)
+    return candidate
+
+
+def read_json_store(path: Path, *, what: str = "") -> tuple[dict[str, Any] | None, str | None]:
+    """Read a JSON-object store: ``(data, None)``, or ``(None, warning)`` when it had to be set aside.
+
+    A missing or empty file is ``(None, None)``: nothing was lost. A file that is not UTF-8, not JSON
+    or not a JSON object is renamed by :func:`set_aside` (never deleted) and the warning is one sentence
+    a person can act on; the caller starts with a fresh store (and may salvage what it can from the
+    set-aside copy, whose path the warning names). ``what`` names the store in that sentence.
+    """
+    label = what or path.name
+    try:
+        raw = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):  # no such store (a parent is a file: none either)
+        return None, None
+    except OSError as exc:
+        return None, f"QuantDesk could not read {label} ({path}): {exc.strerror or exc}."
+    if not raw.strip():
+        return None, None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        data = None
+    if isinstance(data, dict):
+        return data, None
+    try:
+        aside = set_aside(path)
+    except OSError as exc:
+        return None, (
+            f"{label} ({path}) is damaged and could not be set aside ({exc.strerror or exc}); "
+            "QuantDesk ignores it for now."
+        )
+    return None, f"{label} was damaged; QuantDesk set it aside as {aside} and started a fresh one."

@@ -270,3 +270,18 @@ class StreamInterruptedError(RemoteStreamError):
 
 class MalformedStreamError(RemoteStreamError):
     """The server's event stream could not be read (not SSE, bad JSON, no choices)."""
+
+
+# -- model folders: who writes them, what they hold ------------------------------------------------------
+
+
+class FolderBusyError(DownloadError):
+    """Another download (this window, another window or a ``quantdesk`` command) is writing the folder."""
+
+
+class FolderConflictError(DownloadError):
+    """The folder holds another model (or files QuantDesk did not write): downloading would mix them."""
+
+
+class TargetFolderError(DownloadError):
+    """The model folder cannot be created or written (a file is in the way, read-only, no permission)."""

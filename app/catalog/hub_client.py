@@ -216,13 +216,15 @@ class HubClient:
                     "The Hub rejected your Hugging Face token (invalid or revoked).",
                     "Replace it in Settings or fix HF_TOKEN; public repos also work without a token.",
                 )
+            server_error = errors.HubServerError(
+                f"The Hub answered with an error ({status}) while reading {repo_id}.",
+                "The Hub may be busy or down; try again in a minute.",
+            )
+            # 501/505 say the request can never work there: fail at once instead of retrying for 30 s.
+            if status in (501, 505):
+                return server_error
             if status >= 500 or status == 429:
-                return _TransientError(
-                    errors.HubServerError(
-                        f"The Hub answered with an error ({status}) while reading {repo_id}.",
-                        "The Hub may be busy or down; try again in a minute.",
-                    )
-                )
+                return _TransientError(server_error)
             return errors.HubError(f"The Hub refused the request for {repo_id} ({status}).", detail=str(exc))
         if isinstance(exc, OfflineModeIsEnabled):
             return errors.NetworkError(

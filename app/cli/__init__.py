@@ -20,6 +20,7 @@ _COMMANDS_HELP = "Run 'quantdesk branches TheBloke/Llama-2-70B-GPTQ' to see a re
 COMMANDS: dict[str, str] = {
     "branches": "app.cli.branches",
     "download": "app.cli.download",
+    "verify": "app.cli.verify",
     "chat": "app.cli.chat_command",
     "render": "app.cli.render_command",
 }

@@ -48,10 +48,25 @@ def run(args: argparse.Namespace) -> int:
         return 130
     finally:
         printer.finish()
+        print_notices()
     if result.outcome is not Outcome.COMPLETE:
         print(f"error: download {result.outcome}.", file=sys.stderr)
         return 1
     if result.source == "hf-cache":
         print("Already in the Hugging Face cache; nothing downloaded.", file=sys.stderr)
+    elif result.was_complete:
+        print(
+            f"Already complete; nothing downloaded. To check its files against the Hub's hashes: "
+            f"quantdesk verify {result.path}",
+            file=sys.stderr,
+        )
     print(result.path)
     return 0
+
+
+def print_notices() -> None:
+    """Print what the download stores had to tell (a damaged record set aside) on stderr."""
+    from app.downloads import notices
+
+    for sentence in notices.take():
+        print(f"warning: {sentence}", file=sys.stderr)

@@ -10,7 +10,7 @@ import threading
 import time
 from typing import TextIO
 
-from app.downloads.manager import format_bytes
+from app.downloads.preflight import format_bytes
 from app.downloads.progress import DownloadProgress, FileProgress, FileStatus
 
 _BAR = 28

@@ -7,6 +7,9 @@ process or after a crash) resumes from the last byte written.
 
 The completion marker is the single signal "this folder is a usable model"; it is removed before the
 folder changes and written last, after every file is verified and in place.
+
+A folder has one writer at a time (:mod:`app.downloads.lock`) and holds one model: a folder with
+another repo or branch in it, or with files QuantDesk did not write, is refused rather than mixed.
 """
 
 from __future__ import annotations
@@ -20,32 +23,26 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
 
 from app import errors
 from app.auth import read_token
 from app.catalog.hub_client import HubClient, RemoteFile
 from app.downloads import registry
-from app.downloads.progress import FileStatus, ProgressCallback, ProgressTracker
+from app.downloads.cleanup import WrittenLog, discard_download
+from app.downloads.lock import folder_lock
+from app.downloads.preflight import DiskUsage, check_free_space, check_owner, existing_ancestor
+from app.downloads.progress import FileStatus, ProgressCallback, ProgressTracker, TrackerHooks
 from app.downloads.state import CompletionMarker, FolderState, JobRecord, PlannedFile
-from app.downloads.target import default_target, validate_filename
+from app.downloads.target import STATE_DIR_NAME, check_target, default_target, folder_error, validate_filename
 from app.downloads.transfer import FileTransfer, TransferInterrupted, TransferSettings
+from app.downloads.verify import CheckStatus, check_file
 
 DEFAULT_JOBS = 4
-DEFAULT_MARGIN_BYTES = 256 * 1024 * 1024
 # What a model needs to run: weights, configs (JSON), tokenizer files, chat templates.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 _CONFIG_SUFFIXES = (".json", ".jinja")
 _TOKENIZER_FILES = ("tokenizer.model", "vocab.txt", "merges.txt", "spiece.model", "sentencepiece.bpe.model")
 _TOKENIZER_SUFFIXES = (".tiktoken",)
-
-
-class DiskUsage(Protocol):
-    """What :func:`shutil.disk_usage` returns (only ``free`` is used)."""
-
-    @property
-    def free(self) -> int:
-        """Free bytes for this user."""
 
 
 def wanted_by_default(path: str) -> bool:
@@ -85,6 +82,7 @@ class DownloadResult:
     files: tuple[PlannedFile, ...]
     fetched_files: tuple[str, ...] = ()  # files transferred in this run (an update lists only changes)
     source: str = "quantdesk"
+    was_complete: bool = False  # the folder was already complete at this commit: nothing was done
 
 
 @dataclass(frozen=True)
@@ -112,32 +110,11 @@ class DownloadOptions:
     models_dir: Path | None = None
     jobs: int = DEFAULT_JOBS
     all_files: bool = False
-    margin_bytes: int = DEFAULT_MARGIN_BYTES
+    margin_bytes: int | None = None  # free space kept beyond the download; None: see disk_margin
     use_hf_cache: bool = True  # reuse a complete snapshot another tool put in the HF cache
+    pin_commit: str | None = None  # fetch this commit of the branch, not its head (a repair)
     disk_usage: Callable[[Path], DiskUsage] = field(default=shutil.disk_usage)
     transfer: TransferSettings = field(default_factory=TransferSettings)
-
-
-def format_bytes(n: float) -> str:
-    """Human size with binary units (the numbers in disk-space messages)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-class _Hooks:
-    """Adapts transfer reports to the progress tracker."""
-
-    def __init__(self, tracker: ProgressTracker) -> None:
-        self.tracker = tracker
-
-    def bytes_written(self, path: str, nbytes: int) -> None:
-        self.tracker.add_bytes(path, nbytes)
-
-    def status(self, path: str, status: FileStatus, message: str = "", done_bytes: int | None = None) -> None:
-        self.tracker.set_file(path, status, message, done_bytes)
 
 
 class BranchDownload:
@@ -166,6 +143,8 @@ class BranchDownload:
         self._cancelled = False
         self._delete_on_cancel = False
         self._job_lock = threading.Lock()
+        self._held = contextlib.ExitStack()
+        self._held_lock = False
 
     # -- control --------------------------------------------------------------------------------------
 
@@ -199,11 +178,37 @@ class BranchDownload:
 
     def run(self) -> DownloadResult:
         """Download (or resume, or update) the branch. Returns on completion, pause or cancel; raises
-        a QuantDeskError on failure (DiskFullError mid-way leaves everything resumable). Calling it
-        again after a pause resumes."""
+        a QuantDeskError on failure (DiskFullError mid-way leaves everything resumable; FolderBusyError
+        when another download writes the folder; FolderConflictError when it holds another model).
+        Calling it again after a pause resumes."""
         self._stop.clear()
         self._cancelled = False
-        commit = self.client.branch_commit(self.repo_id, self.branch)
+        check_target(self.target)
+        with contextlib.ExitStack() as held:
+            self._held = held
+            if (self.target / STATE_DIR_NAME).is_dir():
+                self._lock_folder()  # one of ours already: nobody else may write it from here on
+            check_owner(self.folder, self.repo_id, self.branch)
+            result = self._run()
+        if result.outcome is Outcome.CANCELLED and self._delete_on_cancel:
+            discard_download(self.target)
+        return result
+
+    def _lock_folder(self) -> None:
+        """Take the folder's writer lock for the rest of :meth:`run` (once)."""
+        if not self._held_lock:
+            try:
+                self._held.enter_context(folder_lock(self.target))
+            except OSError as exc:
+                raise folder_error(self.target, exc) from exc
+            self._held_lock = True
+            self._held.callback(self._forget_lock)
+
+    def _forget_lock(self) -> None:
+        self._held_lock = False
+
+    def _run(self) -> DownloadResult:
+        commit = self.options.pin_commit or self.client.branch_commit(self.repo_id, self.branch)
         marker = self.folder.load_marker()
         if (
             marker is not None
@@ -213,13 +218,20 @@ class BranchDownload:
         ):
             self._report_finished(marker.files)
             return DownloadResult(
-                Outcome.COMPLETE, self.target, self.repo_id, self.branch, commit, marker.files
+                Outcome.COMPLETE,
+                self.target,
+                self.repo_id,
+                self.branch,
+                commit,
+                marker.files,
+                was_complete=True,
             )
         planned = select_files(
             self.client.file_tree(self.repo_id, commit, self.branch), self.options.all_files
         )
         old_job = self.folder.load_job()
-        if marker is None and old_job is None and self.options.use_hf_cache:
+        ours = (self.target / STATE_DIR_NAME).is_dir()
+        if marker is None and old_job is None and not ours and self.options.use_hf_cache:
             snapshot = registry.find_in_hf_cache(self.repo_id, commit, planned)
             if snapshot is not None:
                 self._report_finished(tuple(planned))
@@ -234,14 +246,26 @@ class BranchDownload:
                     "hf-cache",
                 )
         done = self._reusable(planned, marker, old_job)
+        todo = [f for f in planned if f.path not in done]
+        self._check_disk(todo)
+        # From here on the folder changes: it must not look complete until the new marker is written.
+        created = not self.target.exists()
+        try:
+            self.target.mkdir(parents=True, exist_ok=True)
+            self._lock_folder()
+            if created or WrittenLog.load(self.target) is None:
+                WrittenLog(created_folder=created).save(self.target)
+        except OSError as exc:
+            raise folder_error(self.target, exc) from exc
+        if created or old_job is None:
+            # Someone may have written the folder between the checks above and the lock: look again.
+            marker, old_job = self.folder.load_marker(), self.folder.load_job()
+            done = self._reusable(planned, marker, old_job)
+            todo = [f for f in planned if f.path not in done]
         previous = {f.path for f in (marker.files if marker else ())} | {
             f.path for f in (old_job.files if old_job else ())
         }
         job = JobRecord(self.repo_id, self.branch, commit, planned, done, self.options.all_files)
-        todo = [f for f in planned if f.path not in done]
-        self._check_disk(todo)
-        # From here on the folder changes: it must not look complete until the new marker is written.
-        self.target.mkdir(parents=True, exist_ok=True)
         self.folder.remove_marker()
         self.folder.save_job(job)
         if self.options.target is not None:
@@ -276,7 +300,8 @@ class BranchDownload:
         self, todo: list[PlannedFile], commit: str, job: JobRecord, tracker: ProgressTracker
     ) -> list[str]:
         fetched: list[str] = []
-        hooks = _Hooks(tracker)
+        hooks = TrackerHooks(tracker, self.options.transfer.max_failures)
+        written = WrittenLog.load(self.target) or WrittenLog()
 
         def one(planned: PlannedFile) -> None:
             if self._stop.is_set():
@@ -306,6 +331,8 @@ class BranchDownload:
                 self._stop.set()
                 raise
             with self._job_lock:
+                written.files.append(planned.path)
+                written.save(self.target)  # first: cancel-and-delete must know every file it placed
                 job.done.add(planned.path)
                 self.folder.save_job(job)
                 fetched.append(planned.path)
@@ -342,8 +369,7 @@ class BranchDownload:
         self, tracker: ProgressTracker, commit: str, planned: list[PlannedFile], fetched: list[str]
     ) -> DownloadResult:
         if self._cancelled:
-            if self._delete_on_cancel:
-                self.folder.discard_all_parts()
+            # With delete_partial, run() removes what this download wrote once the lock is released.
             tracker.set_overall(FileStatus.FAILED, "Cancelled.")
             outcome = Outcome.CANCELLED
         else:
@@ -375,7 +401,18 @@ class BranchDownload:
             old = verified.get(f.path)
             if old is not None and old.same_content(f) and self._all_in_place([f]):
                 reusable.add(f.path)
+            elif old is None and self._all_in_place([f]) and self._hash_matches(f):
+                # In place but unrecorded (a crash between the rename and the record, or a damaged
+                # record set aside): the hash decides, so its bytes are not fetched again.
+                reusable.add(f.path)
         return reusable
+
+    def _hash_matches(self, planned: PlannedFile) -> bool:
+        try:
+            path = self.folder.final_path(planned.path)
+        except errors.UnsafeFilenameError:
+            return False
+        return check_file(path, planned, stop=self._stop).status is CheckStatus.OK
 
     def _part_bytes(self, planned: PlannedFile) -> int:
         state = self.folder.load_part_state(planned.path)
@@ -388,20 +425,9 @@ class BranchDownload:
 
     def _check_disk(self, todo: list[PlannedFile]) -> None:
         remaining = sum(f.size - self._part_bytes(f) for f in todo)
-        if remaining <= 0:
-            return
-        probe = self.target
-        while not probe.exists() and probe.parent != probe:
-            probe = probe.parent
-        free = self.options.disk_usage(probe).free
-        need = remaining + self.options.margin_bytes
-        if free < need:
-            raise errors.DiskFullError(
-                f"Not enough disk space in {probe}: the download needs {format_bytes(remaining)} more "
-                f"(+ {format_bytes(self.options.margin_bytes)} margin) "
-                f"but only {format_bytes(free)} is free.",
-                "Free some space or choose another folder with --dir.",
-            )
+        probe = existing_ancestor(self.target)
+        if remaining > 0:
+            check_free_space(probe, remaining, self.options.disk_usage(probe).free, self.options.margin_bytes)
 
     def _report_finished(self, files: tuple[PlannedFile, ...]) -> None:
         tracker = ProgressTracker(

@@ -65,6 +65,9 @@ class SpeedMeter:
 
     A raw per-chunk rate jumps around (TCP bursts, 1 MiB chunks); an EMA with a ~3 s time constant gives
     a number a person can read and an ETA that doesn't flicker, and still follows a real change in speed.
+    The clock starts at the first byte after a (re)start: the seconds spent connecting, retrying or
+    paused before it are not transfer time (counting them primed the average with a few hundred B/s and
+    an ETA of thousands of hours).
     """
 
     def __init__(
@@ -80,9 +83,15 @@ class SpeedMeter:
         self._pending = 0
         self._last = clock()
         self._primed = False
+        self._open = False
 
     def add(self, nbytes: int) -> None:
         """Count bytes received now."""
+        if not self._open:
+            # The first bytes since a (re)start open the window; they arrived over an unknown wait, so
+            # they are not counted (counting them over the wait, or over no time, skews the first sample).
+            self._last, self._open = self._clock(), True
+            return
         self._pending += nbytes
         self._roll()
 
@@ -110,6 +119,7 @@ class SpeedMeter:
     def reset(self) -> None:
         """Forget the history (after a pause: the old speed says nothing about the next)."""
         self._rate, self._pending, self._primed, self._last = 0.0, 0, False, self._clock()
+        self._open = False
 
 
 def eta(remaining: int, speed_bps: float) -> float | None:
@@ -212,3 +222,33 @@ class ProgressTracker:
                 return
             self._last_emit = now
         self._callback(self.snapshot())
+
+
+RETRYING_SUFFIX = " Retrying…"  # how a transfer's status message says it will try again
+
+
+class TrackerHooks:
+    """Adapts transfer reports to the progress tracker, numbering retries as they happen so a person
+    sees "retrying (2/6) after …" at once instead of a silent 0 %."""
+
+    def __init__(self, tracker: ProgressTracker, max_failures: int) -> None:
+        self.tracker = tracker
+        self.max_failures = max_failures
+        self._retries: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def bytes_written(self, path: str, nbytes: int) -> None:
+        with self._lock:
+            retried = self._retries.pop(path, 0)
+        if retried:
+            self.tracker.set_overall(FileStatus.RUNNING)  # bytes flow again: the retry notice goes
+        self.tracker.add_bytes(path, nbytes)
+
+    def status(self, path: str, status: FileStatus, message: str = "", done_bytes: int | None = None) -> None:
+        if status is FileStatus.RUNNING and message.endswith(RETRYING_SUFFIX):
+            with self._lock:
+                count = self._retries[path] = self._retries.get(path, 0) + 1
+            cause = message.removesuffix(RETRYING_SUFFIX)
+            message = f"retrying ({count}/{self.max_failures}) after: {cause}"
+            self.tracker.set_overall(FileStatus.RUNNING, message)
+        self.tracker.set_file(path, status, message, done_bytes)

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.atomic_files import write_json_atomic
+from app.atomic_files import read_json_store, write_json_atomic
 from app.catalog.branch import WEIGHT_SUFFIXES
-from app.downloads.state import FolderState, PlannedFile, read_json
+from app.downloads import notices
+from app.downloads.state import FolderState, PlannedFile
+from app.downloads.target import STATE_DIR_NAME
 from app.paths import app_paths
 
 INDEX_FILE = "downloads.json"
@@ -33,10 +36,21 @@ class LocalModel:
     branch: str | None  # None for HF cache snapshots no ref points at
     commit: str
     path: Path
-    size_bytes: int
+    size_bytes: int  # the whole branch (what a complete download takes)
     complete: bool
     source: str  # "quantdesk" or "hf-cache"
     files: tuple[str, ...] = ()
+    disk_bytes: int | None = None  # what is on disk now (None: the same as size_bytes)
+
+    @property
+    def on_disk(self) -> int:
+        """Bytes this model takes on disk now (what deleting it frees)."""
+        return self.size_bytes if self.disk_bytes is None else self.disk_bytes
+
+    @property
+    def missing_bytes(self) -> int:
+        """Bytes still to download before the model is complete."""
+        return 0 if self.complete else max(0, self.size_bytes - self.on_disk)
 
 
 def hf_cache_dir() -> Path:
@@ -56,11 +70,43 @@ def _index_path() -> Path:
     return app_paths().data_dir / INDEX_FILE
 
 
+# A JSON string that looks like an absolute path (posix or Windows): what a damaged index still holds.
+_PATH_STRING = re.compile(r'"((?:/|[A-Za-z]:\\\\)[^"\x00-\x1f]*)"')
+
+
+def _salvage_folders(damaged: Path) -> list[str]:
+    """Model folders named in a damaged index: every quoted absolute path that is still one of ours."""
+    try:
+        text = damaged.read_bytes().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    found: list[str] = []
+    for match in _PATH_STRING.finditer(text):
+        candidate = match.group(1).replace("\\\\", "\\")
+        if candidate not in found and (Path(candidate) / STATE_DIR_NAME).is_dir():
+            found.append(candidate)
+    return found
+
+
+def _read_index() -> list[str]:
+    """The indexed folders. A damaged index is set aside, the folders still named in it are recovered
+    into a fresh one, and the user is told (through :mod:`notices`)."""
+    path = _index_path()
+    data, warning = read_json_store(path, what="The list of model folders (downloads.json)")
+    if warning is None:
+        return [p for p in (data or {}).get("folders", []) if isinstance(p, str)]
+    aside = next(iter(sorted(path.parent.glob(path.name + ".corrupt-*"), reverse=True)), None)
+    folders = _salvage_folders(aside) if aside is not None else []
+    with contextlib.suppress(OSError):
+        write_json_atomic(path, {"folders": folders})
+    notices.add(f"{warning} {len(folders)} model folder(s) named in it were recovered.")
+    return folders
+
+
 def remember_folder(path: Path) -> None:
     """Add a model folder to the index (idempotent)."""
     with _index_lock:
-        data = read_json(_index_path()) or {}
-        folders = [str(p) for p in data.get("folders", []) if isinstance(p, str)]
+        folders = _read_index()
         resolved = str(path.resolve())
         if resolved not in folders:
             folders.append(resolved)
@@ -68,8 +114,15 @@ def remember_folder(path: Path) -> None:
 
 
 def _indexed_folders() -> list[Path]:
-    data = read_json(_index_path()) or {}
-    return [Path(p) for p in data.get("folders", []) if isinstance(p, str)]
+    """The indexed folders that still exist; the index forgets the ones deleted by hand (a folder whose
+    parent is missing too may sit on a drive that is not mounted now: it is kept)."""
+    with _index_lock:
+        folders = _read_index()
+        present = [p for p in folders if Path(p).is_dir() or not Path(p).parent.is_dir()]
+        if present != folders:
+            with contextlib.suppress(OSError):
+                write_json_atomic(_index_path(), {"folders": present})
+    return [Path(p) for p in present]
 
 
 def quantdesk_models(models_dir: Path | None = None) -> list[LocalModel]:
@@ -113,14 +166,25 @@ def folder_model(folder: Path) -> LocalModel | None:
         return None
     return LocalModel(
         job.repo_id,
-        job.branch,
+        job.branch or None,
         job.commit,
         folder,
         sum(f.size for f in job.files),
         False,
         "quantdesk",
         tuple(f.path for f in job.files),
+        disk_bytes(folder),
     )
+
+
+def disk_bytes(folder: Path) -> int:
+    """Bytes of every file under ``folder`` (model files, ``.part`` files, records)."""
+    total = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+    return total
 
 
 def hf_cache_models(cache_dir: Path | None = None) -> list[LocalModel]:

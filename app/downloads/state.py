@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.atomic_files import write_json_atomic
-from app.downloads.target import STATE_DIR_NAME, safe_path
+from app.atomic_files import read_json_store, set_aside, write_json_atomic
+from app.downloads import notices
+from app.downloads.target import STATE_DIR_NAME, folder_name, safe_path
 
 JOB_FILE = "job.json"
 MARKER_FILE = "complete.json"
@@ -178,6 +179,21 @@ class PartState:
             return None
 
 
+def _repo_from_url(url: str) -> str | None:
+    """``org/name`` from a ``<endpoint>/<org>/<name>/resolve/<commit>/<path>`` URL."""
+    head, sep, _tail = url.partition("/resolve/")
+    parts = head.rstrip("/").split("/")
+    return "/".join(parts[-2:]) if sep and len(parts) >= 2 else None
+
+
+def _branch_from_folder(repo_id: str, name: str) -> str:
+    """The branch a default folder name encodes (``org_name`` → main), or "" when it is not one."""
+    base = folder_name(repo_id, "main")
+    if name == base:
+        return "main"
+    return name[len(base) + 1 :] if name.startswith(base + "_") else ""
+
+
 class FolderState:
     """Paths and record I/O for one model folder."""
 
@@ -211,9 +227,58 @@ class FolderState:
     # -- job ------------------------------------------------------------------------------------------
 
     def load_job(self) -> JobRecord | None:
-        """The job record, if any."""
-        data = read_json(self.job_path)
-        return JobRecord.from_dict(data) if data else None
+        """The job record, if any. A damaged one is set aside (renamed, never deleted) and rebuilt from
+        the ``.part`` records, so a partial download stays listed and resumes from its bytes."""
+        data, warning = read_json_store(self.job_path, what=f"The download record of {self.root}")
+        job = JobRecord.from_dict(data) if data else None
+        if data is not None and job is None:
+            warning = self._set_aside(self.job_path, f"The download record of {self.root}")
+        if warning is None:
+            return job
+        rebuilt = self._rebuild_job()
+        if rebuilt is not None:
+            with contextlib.suppress(OSError):
+                self.save_job(rebuilt)
+            warning += f" Its {len(rebuilt.files)} partial file(s) were kept: the download resumes from them."
+        notices.add(warning)
+        return rebuilt
+
+    def _set_aside(self, path: Path, label: str) -> str:
+        """Rename a record that parsed but is not ours to read; the sentence that says so."""
+        try:
+            aside = set_aside(path)
+        except OSError as exc:
+            return f"{label} ({path}) is damaged and could not be set aside ({exc.strerror or exc})."
+        return f"{label} was damaged; QuantDesk set it aside as {aside} and started a fresh one."
+
+    def part_records(self) -> list[PartState]:
+        """Every readable ``.part`` state record in the folder."""
+        parts_root = self.state_dir / PARTS_DIR
+        if not parts_root.is_dir():
+            return []
+        found = []
+        for record in sorted(parts_root.rglob("*.part.json")):
+            data, _warning = read_json_store(record)
+            state = PartState.from_dict(data) if data else None
+            if state is not None:
+                found.append(state)
+        return found
+
+    def _rebuild_job(self) -> JobRecord | None:
+        """A job record rebuilt from the ``.part`` records (repo and commit are in each record's URL).
+
+        The branch comes from the folder's default name when it has one; otherwise it stays unknown
+        (empty) rather than guessed: resuming the wrong branch would discard the parts.
+        """
+        states = self.part_records()
+        repos = {_repo_from_url(s.url) for s in states}
+        commits = {s.commit for s in states}
+        if not states or len(repos) != 1 or len(commits) != 1 or None in repos:
+            return None
+        repo_id = repos.pop()
+        assert repo_id is not None
+        files = [PlannedFile(s.path, s.expected_size, s.sha256) for s in states]
+        return JobRecord(repo_id, _branch_from_folder(repo_id, self.root.name), commits.pop(), files)
 
     def save_job(self, job: JobRecord) -> None:
         """Write the job record atomically."""
@@ -222,9 +287,16 @@ class FolderState:
     # -- marker ---------------------------------------------------------------------------------------
 
     def load_marker(self) -> CompletionMarker | None:
-        """The completion marker, if the folder is complete."""
-        data = read_json(self.marker_path)
-        return CompletionMarker.from_dict(data) if data else None
+        """The completion marker, if the folder is complete. A damaged one is set aside: the folder then
+        counts as incomplete, and the next download re-checks the files in place by hash and keeps them."""
+        label = f"The completion record of {self.root}"
+        data, warning = read_json_store(self.marker_path, what=label)
+        marker = CompletionMarker.from_dict(data) if data else None
+        if data is not None and marker is None:
+            warning = self._set_aside(self.marker_path, label)
+        if warning is not None:
+            notices.add(warning + " Download the branch again: files already in place are checked and kept.")
+        return marker
 
     def save_marker(self, marker: CompletionMarker) -> None:
         """Write the completion marker atomically (the last write of a successful download)."""
@@ -238,9 +310,28 @@ class FolderState:
     # -- parts ----------------------------------------------------------------------------------------
 
     def load_part_state(self, name: str) -> PartState | None:
-        """The state record of one file's ``.part``, if any."""
-        data = read_json(self.part_state_path(name))
-        return PartState.from_dict(data) if data else None
+        """The state record of one file's ``.part``, if any.
+
+        A damaged record is set aside and, for an LFS file the job record lists, rebuilt from that entry:
+        the bytes in the ``.part`` are kept, and the sha256 check at the end still catches a wrong prefix.
+        """
+        path = self.part_state_path(name)
+        data, warning = read_json_store(path)
+        state = PartState.from_dict(data) if data else None
+        if data is not None and state is None:
+            warning = self._set_aside(path, "A partial-file record")
+        if warning is None:
+            return state
+        job_data, _ = read_json_store(self.job_path)
+        job = JobRecord.from_dict(job_data) if job_data else None
+        planned = next((f for f in job.files if f.path == name), None) if job else None
+        if job is None or planned is None or planned.sha256 is None:
+            return None
+        try:
+            have = self.part_path(name).stat().st_size
+        except OSError:
+            return None
+        return PartState("", job.commit, name, planned.size, planned.sha256, have)
 
     def save_part_state(self, name: str, state: PartState) -> None:
         """Write one file's state record atomically."""

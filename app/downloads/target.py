@@ -6,10 +6,11 @@ before anything is written, so a name such as ``../../.bashrc`` or ``C:\\x`` can
 
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path, PurePosixPath
 
-from app.errors import UnsafeFilenameError
+from app.errors import DiskFullError, TargetFolderError, UnsafeFilenameError
 from app.paths import app_paths
 
 # QuantDesk's own bookkeeping lives in this hidden sub-folder of a model folder (.part files, state
@@ -74,3 +75,43 @@ def safe_path(root: Path, name: str) -> Path:
             "Remove symbolic links from the model folder, or choose another folder.",
         )
     return candidate
+
+
+def check_target(folder: Path) -> None:
+    """Refuse, before anything is written, a model folder that cannot be one: a file, or a path under
+    a file. (Permissions and read-only file systems show up at the first write: :func:`folder_error`.)"""
+    if folder.exists() and not folder.is_dir():
+        raise TargetFolderError(
+            f"{folder} is a file, not a folder.", "Choose a folder (new or empty) for the model with --dir."
+        )
+    for parent in folder.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise TargetFolderError(
+                    f"The model folder {folder} cannot be created: {parent} is a file.",
+                    "Choose a folder (new or empty) for the model with --dir.",
+                )
+            return
+
+
+# errno -> what happened, in words (the hint is the same for all: choose another folder).
+_WRITE_ERRORS = {
+    errno.EROFS: "is on a read-only file system",
+    errno.EACCES: "is not writable (permission denied)",
+    errno.EPERM: "is not writable (operation not permitted)",
+    errno.ENOTDIR: "cannot be created: part of its path is a file",
+    errno.EEXIST: "cannot be created: a file of that name is in the way",
+    errno.ENAMETOOLONG: "has a name that is too long",
+}
+
+
+def folder_error(folder: Path, exc: OSError) -> DiskFullError | TargetFolderError:
+    """The one-sentence error for an OS failure creating or writing a model folder."""
+    if exc.errno == errno.ENOSPC:
+        return DiskFullError(
+            f"The disk holding {folder} is full.", "Free some space or choose another folder with --dir."
+        )
+    what = _WRITE_ERRORS.get(exc.errno or 0, f"cannot be written ({exc.strerror or exc})")
+    return TargetFolderError(
+        f"The model folder {folder} {what}.", "Choose another folder with --dir.", detail=str(exc)
+    )

@@ -11,111 +11,25 @@ not need.
 
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 
 from app.ui.branch_table import LocalInfo, LocalState
-from app.ui.error_center import ErrorCenter, ErrorReport, describe
+from app.ui.download_jobs import ACTIVE, RESUMABLE, DownloadJob, JobControl, JobState, job_key
+from app.ui.error_center import ErrorCenter, describe
 from app.ui.settings import UiSettings
 from app.ui.workers import Worker, start_worker
 
+# The job model lives in download_jobs; the pages import it from here too.
+__all__ = ["ACTIVE", "RESUMABLE", "DownloadJob", "DownloadsController", "JobState", "job_key"]
+
 if TYPE_CHECKING:
-    from app.downloads.manager import BranchDownload, DownloadResult
+    from app.downloads.manager import DownloadResult
     from app.downloads.progress import DownloadProgress
     from app.downloads.registry import LocalModel
-
-
-class JobState(StrEnum):
-    """Where a queued download stands."""
-
-    QUEUED = "Queued"
-    STARTING = "Starting"
-    RUNNING = "Downloading"
-    VERIFYING = "Verifying"
-    PAUSING = "Pausing"
-    PAUSED = "Paused"
-    INTERRUPTED = "Not finished last time"
-    FAILED = "Failed"
-    CANCELLING = "Cancelling"
-    CANCELLED = "Cancelled"
-    DONE = "Complete"
-
-
-ACTIVE = (JobState.STARTING, JobState.RUNNING, JobState.VERIFYING, JobState.PAUSING, JobState.CANCELLING)
-RESUMABLE = (JobState.PAUSED, JobState.INTERRUPTED, JobState.FAILED, JobState.CANCELLED)
-
-
-def job_key(repo_id: str, branch: str) -> str:
-    """The id of a download in the queue."""
-    return f"{repo_id}:{branch}"
-
-
-class _Control:
-    """Pause/cancel requests for a download whose core object may not exist yet (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.download: BranchDownload | None = None
-        self.pending: tuple[str, bool] | None = None  # ("pause" | "cancel", delete_partial)
-
-    def attach(self, download: BranchDownload) -> bool:
-        """Hand the core object over; False when a stop was requested before it existed."""
-        with self._lock:
-            self.download = download
-            return self.pending is None
-
-    def pause(self) -> None:
-        with self._lock:
-            if self.download is not None:
-                self.download.pause()
-            elif self.pending is None:
-                self.pending = ("pause", False)
-
-    def cancel(self, delete_partial: bool) -> None:
-        with self._lock:
-            if self.download is not None:
-                self.download.cancel(delete_partial)
-            self.pending = ("cancel", delete_partial)
-
-
-@dataclass
-class DownloadJob:
-    """One entry of the queue."""
-
-    repo_id: str
-    branch: str
-    state: JobState = JobState.QUEUED
-    target: Path | None = None  # None: the default folder under the models folder
-    progress: DownloadProgress | None = None
-    error: ErrorReport | None = None
-    size_hint: int = 0  # total bytes known before any progress event (from the registry)
-    path: Path | None = None  # the finished model folder
-    added_at: float = field(default_factory=time.time)
-    control: _Control = field(default_factory=_Control)
-    worker: Worker[Any] | None = None
-
-    @property
-    def key(self) -> str:
-        """See :func:`job_key`."""
-        return job_key(self.repo_id, self.branch)
-
-    @property
-    def fraction(self) -> float:
-        """0..1 of the bytes."""
-        if self.state is JobState.DONE:
-            return 1.0
-        return self.progress.fraction if self.progress else 0.0
-
-    @property
-    def total_bytes(self) -> int:
-        """Bytes of the whole download (0 while unknown)."""
-        return self.progress.total_bytes if self.progress else self.size_hint
 
 
 def _run(
@@ -123,7 +37,7 @@ def _run(
     branch: str,
     target: Path | None,
     models_dir: Path,
-    control: _Control,
+    control: JobControl,
     on_progress: Any,
 ) -> DownloadResult | None:
     """Worker body: build the core download, hand it to ``control``, run it to its end."""
@@ -140,16 +54,43 @@ def _run(
     return download.run()
 
 
-def _discard_parts(target: Path) -> None:
-    from app.downloads.state import FolderState
+def _discard_download(target: Path | None, repo_id: str, branch: str, models_dir: Path) -> int:
+    from app.downloads.cleanup import discard_download
+    from app.downloads.target import default_target
 
-    FolderState(target).discard_all_parts()
+    return discard_download(target or default_target(repo_id, branch, models_dir))
 
 
 def _unfinished(models_dir: Path) -> list[LocalModel]:
     from app.downloads.registry import incomplete_downloads
 
     return incomplete_downloads(models_dir)
+
+
+def _take_notices() -> list[str]:
+    from app.downloads import notices
+
+    return notices.take()
+
+
+def _folders_present(
+    jobs: dict[str, tuple[Path | None, Path | None, str, str]], models_dir: Path
+) -> dict[str, bool]:
+    """Per job key (finished path, chosen folder, repo, branch): whether it is still on disk (worker).
+
+    A finished job's folder (or HF cache snapshot) must exist; a stopped one's folder must still hold
+    its records (a folder emptied by hand has nothing left to resume either).
+    """
+    from app.downloads.target import STATE_DIR_NAME, default_target
+
+    present = {}
+    for key, (path, target, repo_id, branch) in jobs.items():
+        if path is not None:
+            present[key] = path.is_dir()
+        else:
+            folder = target or default_target(repo_id, branch, models_dir)
+            present[key] = (folder / STATE_DIR_NAME).is_dir()
+    return present
 
 
 class _Bridge(QObject):
@@ -234,7 +175,7 @@ class DownloadsController(QObject):
         job = self.jobs.get(key)
         if job is not None and (job.state in ACTIVE or job.state is JobState.QUEUED):
             return key
-        if job is None or job.state is JobState.DONE:
+        if job is None or job.state in (JobState.DONE, JobState.GONE):
             is_new = job is None
             job = DownloadJob(repo_id, branch, target=target or (job.target if job else None))
             self.jobs[key] = job
@@ -249,7 +190,13 @@ class DownloadsController(QObject):
         if job is not None and job.state in RESUMABLE:
             self._queue(job)
 
-    retry = resume
+    def retry(self, key: str) -> None:
+        """Try a failed download again; a download whose folder was deleted starts again from zero."""
+        job = self.jobs.get(key)
+        if job is not None and job.state is JobState.GONE:
+            self.start(job.repo_id, job.branch, job.target)
+        else:
+            self.resume(key)
 
     def resume_all_interrupted(self) -> int:
         """Resume every download left unfinished by the last session; returns how many."""
@@ -272,7 +219,12 @@ class DownloadsController(QObject):
     def cancel(self, key: str, delete_partial: bool) -> None:
         """Stop for good; ``delete_partial`` also removes the partial files."""
         job = self.jobs.get(key)
-        if job is None or job.state in (JobState.DONE, JobState.CANCELLED, JobState.CANCELLING):
+        if job is None or job.state in (
+            JobState.DONE,
+            JobState.CANCELLED,
+            JobState.CANCELLING,
+            JobState.GONE,
+        ):
             return
         if job.state in ACTIVE:
             job.control.cancel(delete_partial)
@@ -283,13 +235,58 @@ class DownloadsController(QObject):
             self._delete_parts(job)
 
     def _delete_parts(self, job: DownloadJob) -> None:
+        """Cancel-and-delete of a stopped download: remove what it wrote (worker)."""
         start_worker(
-            _discard_parts,
-            job.target or self._default_target(job),
+            _discard_download,
+            job.target,
+            job.repo_id,
+            job.branch,
+            self.settings.models_dir,
             pool=self.pool,
             connect={
                 "errored": lambda exc: self.errors.report(exc, "deleting partial files"),
                 "finished": self.local_changed.emit,
+            },
+        )
+
+    def sync_with_disk(self) -> None:
+        """Follow the disk: a stopped download whose folder was deleted by hand is marked gone (worker)."""
+        stopped = (*RESUMABLE, JobState.DONE)
+        folders = {
+            key: (job.path, job.target, job.repo_id, job.branch)
+            for key, job in self.jobs.items()
+            # A download that failed before it made its folder (progress None) has nothing to lose.
+            if job.state in stopped
+            and (job.progress is not None or job.state in (JobState.DONE, JobState.INTERRUPTED))
+        }
+        if folders:
+            start_worker(
+                _folders_present,
+                folders,
+                self.settings.models_dir,
+                pool=self.pool,
+                connect={
+                    "returned": self._folders_checked,
+                    "errored": lambda exc: self.errors.report(exc, "checking download folders"),
+                },
+            )
+
+    def _folders_checked(self, present: dict[str, bool]) -> None:
+        for key, there in present.items():
+            job = self.jobs.get(key)
+            if job is not None and not there and job.state in (*RESUMABLE, JobState.DONE):
+                job.error = None
+                self._set_state(job, JobState.GONE)
+
+    def report_notices(self) -> None:
+        """Show what the download stores had to say (a damaged record set aside) in the error banner."""
+        start_worker(
+            _take_notices,
+            pool=self.pool,
+            connect={
+                "returned": lambda sentences: [
+                    self.errors.report_message(s, context="reading download records") for s in sentences
+                ]
             },
         )
 
@@ -331,11 +328,6 @@ class DownloadsController(QObject):
 
     # -- internals ------------------------------------------------------------------------------------
 
-    def _default_target(self, job: DownloadJob) -> Path:
-        from app.downloads.target import default_target
-
-        return default_target(job.repo_id, job.branch, self.settings.models_dir)
-
     def _unfinished_loaded(self, models: list[LocalModel]) -> None:
         found = 0
         for model in models:
@@ -355,12 +347,13 @@ class DownloadsController(QObject):
             self.job_added.emit(key)
             found += 1
         self.unfinished_found.emit(found)
+        self.report_notices()
         if found and self.settings.auto_resume:
             self.resume_all_interrupted()
 
     def _queue(self, job: DownloadJob) -> None:
         job.error = None
-        job.control = _Control()
+        job.control = JobControl()
         self._set_state(job, JobState.QUEUED)
         # Start workers from the event loop, after the caller's widgets are built: download threads
         # compete for the GIL, so the GUI work of queueing several downloads is done before they run.
@@ -401,6 +394,8 @@ class DownloadsController(QObject):
         job = self.jobs.get(key)
         if job is None:
             return
+        if job.progress is None or progress.done_bytes > job.progress.done_bytes:
+            job.last_bytes_at = time.monotonic()
         job.progress = progress
         status = str(progress.status)
         if job.state in (JobState.STARTING, JobState.RUNNING, JobState.VERIFYING) and status == "running":
@@ -434,6 +429,7 @@ class DownloadsController(QObject):
             self.local_changed.emit()
         else:
             self._set_state(job, JobState.PAUSED)
+        self.report_notices()
         self._schedule()
 
     def _failed(self, key: str, exc: BaseException) -> None:
@@ -444,8 +440,11 @@ class DownloadsController(QObject):
         job.error = describe(exc, f"downloading {key}")
         self.errors.report(exc, f"downloading {key}")
         self._set_state(job, JobState.FAILED)
+        self.report_notices()
         self._schedule()
 
     def _set_state(self, job: DownloadJob, state: JobState) -> None:
+        if state is JobState.RUNNING or state is JobState.STARTING:
+            job.last_bytes_at = time.monotonic()
         job.state = state
         self.job_changed.emit(job.key)

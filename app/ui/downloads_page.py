@@ -1,14 +1,20 @@
 """The Downloads page: the queue with total and per-file progress, speed, ETA and state, and the
-pause / resume / cancel / retry buttons; unfinished downloads of the last session are offered for resume."""
+pause / resume / cancel / retry buttons; unfinished downloads of the last session are offered for resume.
+
+What the page says follows what happens: retries as they happen ("retrying (2/7) after …"), "stalled"
+when no byte arrived for a while (instead of an ETA computed from a dying average), and a download
+whose folder was deleted by hand shows as such (the page re-checks the disk when it is shown).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QPainter
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QPainter, QShowEvent
 from PySide6.QtWidgets import (
+    QAbstractButton,
     QApplication,
     QFrame,
     QHBoxLayout,
@@ -32,26 +38,13 @@ from PySide6.QtWidgets import (
 
 from app.catalog.fit import FitStatus
 from app.ui import theme
+from app.ui.download_status import format_eta, format_speed, running_detail
 from app.ui.downloads_controller import ACTIVE, RESUMABLE, DownloadJob, DownloadsController, JobState
 from app.units import format_size
 
 FRACTION_ROLE = Qt.ItemDataRole.UserRole + 10
-
-
-def format_speed(bps: float) -> str:
-    """'12.3 MiB/s'; '' when idle."""
-    return f"{format_size(int(bps))}/s" if bps > 0 else ""
-
-
-def format_eta(seconds: float | None) -> str:
-    """'2 min left', '40 s left'; '' when unknown."""
-    if seconds is None or seconds <= 0:
-        return ""
-    if seconds < 90:
-        return f"{seconds:.0f} s left"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min left"
-    return f"{seconds / 3600:.1f} h left"
+# Shown by main_window (status bar) and the tests through this page.
+__all__ = ["CancelChoice", "DownloadCard", "DownloadsPage", "format_eta", "format_speed", "running_detail"]
 
 
 class CancelChoice:
@@ -62,31 +55,46 @@ class CancelChoice:
     CANCEL_DELETE = 2
 
 
-def ask_cancel(parent: QWidget, job: DownloadJob) -> int:
-    """Ask whether to cancel and whether to delete the partial files."""
+def cancel_box(parent: QWidget, job: DownloadJob) -> tuple[QMessageBox, dict[QAbstractButton, int]]:
+    """The cancel dialog and what each button means. The default is the choice that loses nothing and
+    fits the state: "Keep downloading" while it runs, "Cancel, keep files" once it has stopped (a failed
+    or paused download is not downloading: keeping it going is not an option to offer first)."""
     box = QMessageBox(parent)
     box.setIcon(QMessageBox.Icon.Question)
     box.setWindowTitle("Cancel download")
     box.setText(f"Cancel the download of {job.repo_id} : {job.branch}?")
     box.setInformativeText(
-        "Delete partial files? Deleting frees the space; keeping them lets a later download continue "
-        "where this one stopped."
+        "Delete partial files? Deleting removes what this download wrote (and its folder, if it made "
+        "it); keeping them lets a later download continue where this one stopped."
     )
     delete = box.addButton("Cancel and delete partial files", QMessageBox.ButtonRole.DestructiveRole)
     keep = box.addButton("Cancel, keep files", QMessageBox.ButtonRole.AcceptRole)
-    back = box.addButton("Keep downloading", QMessageBox.ButtonRole.RejectRole)
-    box.setDefaultButton(back)
+    running = job.state in ACTIVE or job.state is JobState.QUEUED
+    back = box.addButton("Keep downloading" if running else "Don't cancel", QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(back if running else keep)
+    box.setEscapeButton(back)
+    return box, {
+        delete: CancelChoice.CANCEL_DELETE,
+        keep: CancelChoice.CANCEL_KEEP_FILES,
+        back: CancelChoice.KEEP_DOWNLOADING,
+    }
+
+
+def ask_cancel(parent: QWidget, job: DownloadJob) -> int:
+    """Ask whether to cancel and whether to delete the partial files."""
+    box, choices = cancel_box(parent, job)
     box.exec()
     clicked = box.clickedButton()
-    if clicked is delete:
-        return CancelChoice.CANCEL_DELETE
-    if clicked is keep:
-        return CancelChoice.CANCEL_KEEP_FILES
-    return CancelChoice.KEEP_DOWNLOADING
+    return choices.get(clicked, CancelChoice.KEEP_DOWNLOADING) if clicked else CancelChoice.KEEP_DOWNLOADING
 
 
 class ProgressDelegate(QStyledItemDelegate):
     """Paints a progress bar from :data:`FRACTION_ROLE` (0..1)."""
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
+        """Tall enough for the bar's "100 %" label (a row sized for plain text clipped it)."""
+        hint = super().sizeHint(option, index)
+        return QSize(hint.width(), max(hint.height(), option.fontMetrics.height() + 8))
 
     def paint(
         self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
@@ -96,7 +104,7 @@ class ProgressDelegate(QStyledItemDelegate):
             super().paint(painter, option, index)
             return
         bar = QStyleOptionProgressBar()
-        bar.rect = option.rect.adjusted(2, 3, -2, -3)
+        bar.rect = option.rect.adjusted(2, 1, -2, -1)
         bar.minimum, bar.maximum = 0, 1000
         bar.progress = int(fraction * 1000)
         bar.text = f"{fraction * 100:.0f} %"
@@ -105,6 +113,13 @@ class ProgressDelegate(QStyledItemDelegate):
         bar.palette = option.palette
         style = option.widget.style() if option.widget else QApplication.style()
         style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter, option.widget)
+
+
+def progress_column_width(widget: QWidget) -> int:
+    """Wide enough for the bar plus its widest label ("100 %") in the widget's font, with the style's
+    own text margins: a fixed 160 px clipped the label under larger fonts and some styles."""
+    metrics = widget.fontMetrics()
+    return max(160, metrics.horizontalAdvance("100 %") * 3 + 24)
 
 
 class DownloadCard(QFrame):
@@ -202,7 +217,11 @@ class DownloadCard(QFrame):
         header = files.header()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setStretchLastSection(False)
-        header.resizeSection(2, 160)
+        header.resizeSection(2, progress_column_width(files))
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Fixed)
+        metrics = files.fontMetrics()
+        header.resizeSection(1, metrics.horizontalAdvance("1023.99 MiB") + 16)
+        header.resizeSection(3, metrics.horizontalAdvance("1023.99 MiB/s") + 16)
         return files
 
     def _fit_files_height(self) -> None:
@@ -221,6 +240,7 @@ class DownloadCard(QFrame):
             JobState.FAILED: theme.error_color(),
             JobState.INTERRUPTED: theme.warning_color(),
             JobState.PAUSED: theme.warning_color(),
+            JobState.GONE: theme.muted_text(),
         }.get(state, self.palette().color(self.foregroundRole()))
         self.state.setText(state.value)
         self.state.setStyleSheet(f"color: {color.name()};")
@@ -237,17 +257,7 @@ class DownloadCard(QFrame):
             self.detail.setToolTip(job.error.detail or job.error.message)
             self.detail.setStyleSheet(f"color: {theme.error_color().name()};")
         elif state in (JobState.RUNNING, JobState.VERIFYING) and job.progress:
-            p = job.progress
-            running = sum(1 for f in p.files if str(f.status) in ("running", "verifying"))
-            finished = sum(1 for f in p.files if str(f.status) == "done")
-            parts = [
-                format_speed(p.speed_bps),
-                format_eta(p.eta_s),
-                f"{finished} of {len(p.files)} files done",
-            ]
-            if running:
-                parts.append(f"{running} in flight")
-            self.detail.setText(" · ".join(x for x in parts if x))
+            self.detail.setText(running_detail(job))
         elif state is JobState.DONE:
             self.detail.setText(f"Saved in {job.path}" if job.path else "Complete.")
         elif state is JobState.INTERRUPTED:
@@ -258,6 +268,11 @@ class DownloadCard(QFrame):
             self.detail.setText("Paused. Resume continues where it stopped.")
         elif state is JobState.CANCELLED:
             self.detail.setText("Cancelled.")
+        elif state is JobState.GONE:
+            self.detail.setText(
+                "Its folder was deleted outside QuantDesk: nothing is left to resume. "
+                "Download again starts from zero."
+            )
         elif state is JobState.QUEUED:
             self.detail.setText("Waiting for a free download slot.")
         else:
@@ -266,8 +281,11 @@ class DownloadCard(QFrame):
             state in (JobState.QUEUED, JobState.STARTING, JobState.RUNNING, JobState.VERIFYING)
         )
         self.resume_button.setVisible(state in (JobState.PAUSED, JobState.INTERRUPTED, JobState.CANCELLED))
-        self.retry_button.setVisible(state is JobState.FAILED)
-        self.cancel_button.setVisible(state not in (JobState.DONE, JobState.CANCELLED, JobState.CANCELLING))
+        self.retry_button.setVisible(state in (JobState.FAILED, JobState.GONE))
+        self.retry_button.setText("Download again" if state is JobState.GONE else "Retry")
+        self.cancel_button.setVisible(
+            state not in (JobState.DONE, JobState.CANCELLED, JobState.CANCELLING, JobState.GONE)
+        )
         self.open_button.setVisible(state is JobState.DONE and job.path is not None)
         self.remove_button.setVisible(state not in ACTIVE and state is not JobState.QUEUED)
         if job.progress:
@@ -344,6 +362,22 @@ class DownloadsPage(QWidget):
         controller.job_removed.connect(self._removed)
         for key in controller.jobs:
             self._added(key)
+        # Progress events stop when bytes stop: a tick refreshes running cards so "stalled" appears.
+        self._tick = QTimer(self)
+        self._tick.setInterval(1000)
+        self._tick.timeout.connect(self._refresh_running)
+        self._tick.start()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        """Re-check the folders of stopped downloads: one deleted by hand shows as gone."""
+        super().showEvent(event)
+        self.controller.sync_with_disk()
+
+    def _refresh_running(self) -> None:
+        for key, card in self.cards.items():
+            job = self.controller.job(key)
+            if job is not None and job.state is JobState.RUNNING:
+                card.update_from(job)
 
     # -- commands -------------------------------------------------------------------------------------
 

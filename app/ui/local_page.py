@@ -1,15 +1,13 @@
 """The Local models page: QuantDesk's downloads and the Hugging Face cache, from the core's registry.
 
-Listing, update checks and deletion run in workers; the table shows repo, branch, commit, size,
-complete or not, source and whether an update is available.
+Listing, update checks, verification and deletion run in workers; the table shows repo, branch, commit,
+size (for an incomplete download: what is on disk of the whole), complete or not, source and whether an
+update is available.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import (
@@ -37,6 +35,8 @@ from PySide6.QtWidgets import (
 from app.catalog.fit import FitStatus
 from app.ui import theme
 from app.ui.error_center import ErrorCenter
+from app.ui.local_verify import VerifyPanel
+from app.ui.local_work import UpdateState, check_updates, delete_model, list_models
 from app.ui.settings import UiSettings
 from app.ui.workers import Worker, start_worker
 from app.units import format_size
@@ -48,68 +48,11 @@ SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 _Index = QModelIndex | QPersistentModelIndex
 
 
-@dataclass(frozen=True)
-class UpdateState:
-    """The result of an update check for one local model."""
-
-    text: str  # "Update available", "Up to date", "Checking…", "Could not check"
-    detail: str = ""
-
-
-def list_models(models_dir: Path) -> list[LocalModel]:
-    """Worker body: every local model (QuantDesk folders first, then the HF cache)."""
-    from app.downloads.registry import list_local_models
-
-    return list_local_models(models_dir)
-
-
-def check_updates(models: list[LocalModel]) -> dict[str, UpdateState]:
-    """Worker body: compare each model's commit with its branch on the Hub (keyed by path)."""
-    from app.auth import read_token
-    from app.catalog.hub_client import HubClient
-    from app.errors import QuantDeskError
-
-    client = HubClient(token=read_token())
-    heads: dict[tuple[str, str], str | QuantDeskError] = {}
-    states: dict[str, UpdateState] = {}
-    for model in models:
-        if model.branch is None:
-            states[str(model.path)] = UpdateState("—", "No branch points at this snapshot.")
-            continue
-        key = (model.repo_id, model.branch)
-        if key not in heads:
-            try:
-                heads[key] = client.branch_commit(model.repo_id, model.branch)
-            except QuantDeskError as exc:
-                heads[key] = exc
-        head = heads[key]
-        if isinstance(head, QuantDeskError):
-            states[str(model.path)] = UpdateState("Could not check", head.user_message)
-        elif head != model.commit:
-            states[str(model.path)] = UpdateState("Update available", f"The branch is now at {head[:10]}.")
-        else:
-            states[str(model.path)] = UpdateState("Up to date")
-    return states
-
-
-def delete_model(model: LocalModel) -> int:
-    """Worker body: delete a local model; returns the bytes freed.
-
-    A QuantDesk folder is removed as a whole; an HF cache snapshot through huggingface_hub's own
-    delete strategy (blobs shared with other revisions stay).
-    """
-    if model.source == "hf-cache":
-        from huggingface_hub import scan_cache_dir
-
-        from app.downloads.registry import hf_cache_dir
-
-        strategy = scan_cache_dir(hf_cache_dir()).delete_revisions(model.commit)
-        freed = int(strategy.expected_freed_size)
-        strategy.execute()
-        return freed
-    size = sum(p.stat().st_size for p in model.path.rglob("*") if p.is_file())
-    shutil.rmtree(model.path)
-    return size
+def size_text(model: LocalModel) -> str:
+    """'1.20 GiB' for a complete model; '36.00 KiB of 32.90 GiB' for an incomplete one."""
+    if model.complete:
+        return format_size(model.on_disk)
+    return f"{format_size(model.on_disk)} of {format_size(model.size_bytes)}"
 
 
 class LocalModelsModel(QAbstractTableModel):
@@ -156,17 +99,22 @@ class LocalModelsModel(QAbstractTableModel):
                 m.repo_id,
                 m.branch or "—",
                 m.commit[:10],
-                format_size(m.size_bytes),
+                size_text(m),
                 "Complete" if m.complete else "Incomplete",
                 "QuantDesk" if m.source == "quantdesk" else "HF cache",
                 update.text if update else "not checked",
                 str(m.path),
             )[col]
         if role == SORT_ROLE:
-            return m.size_bytes if col == 3 else str(self.data(index, Qt.ItemDataRole.DisplayRole)).lower()
+            return m.on_disk if col == 3 else str(self.data(index, Qt.ItemDataRole.DisplayRole)).lower()
         if role == Qt.ItemDataRole.ToolTipRole:
             if col == 6 and update:
                 return update.detail or update.text
+            if col == 3 and not m.complete:
+                return (
+                    f"{format_size(m.on_disk)} on disk; {format_size(m.missing_bytes)} still to download "
+                    f"of {format_size(m.size_bytes)}."
+                )
             if col == 4 and not m.complete:
                 return "Not every file is in place yet: resume it on the Downloads page."
             return str(m.path) if col == 7 else None
@@ -185,11 +133,16 @@ class LocalModelsModel(QAbstractTableModel):
 def confirm_delete(parent: QWidget, model: LocalModel) -> bool:
     """Ask before deleting, stating the space it frees."""
     where = "the Hugging Face cache" if model.source == "hf-cache" else str(model.path)
+    unfinished = (
+        f" (the download was not finished: {format_size(model.missing_bytes)} of it were never fetched)"
+        if not model.complete
+        else ""
+    )
     answer = QMessageBox.question(
         parent,
         "Delete model",
         f"Delete {model.repo_id} : {model.branch or model.commit[:10]} from {where}?\n\n"
-        f"This frees about {format_size(model.size_bytes)}. It cannot be undone.",
+        f"This frees about {format_size(model.on_disk)}{unfinished}. It cannot be undone.",
         QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
         QMessageBox.StandardButton.No,
     )
@@ -259,12 +212,23 @@ class LocalModelsPage(QWidget):
 
         actions = QHBoxLayout()
         self.open_button = QPushButton("Open folder")
+        self.verify_button = QPushButton("Verify")
+        self.verify_button.setToolTip(
+            "Re-hash every file against the Hub's recorded sha256 / git ids; repair re-fetches only "
+            "the damaged ones"
+        )
         self.delete_button = QPushButton("Delete…")
         self.chat_button = QPushButton("Chat with this model")
         self.open_button.clicked.connect(self.open_folder)
+        self.verify_button.clicked.connect(self.verify_selected)
         self.delete_button.clicked.connect(self.delete_selected)
         self.chat_button.clicked.connect(self._chat)
+        self.verify_panel = VerifyPanel(errors)
+        self.verify_panel.finished.connect(lambda _sentence: self._update_buttons())
+        self.verify_panel.repaired.connect(self.refresh)
+        layout.addWidget(self.verify_panel)
         actions.addWidget(self.open_button)
+        actions.addWidget(self.verify_button)
         actions.addWidget(self.delete_button)
         actions.addStretch(1)
         actions.addWidget(self.chat_button)
@@ -323,6 +287,25 @@ class LocalModelsPage(QWidget):
         if model is not None:
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(model.path)))
 
+    def verify_selected(self) -> None:
+        """Re-hash the selected model on a worker, with progress; offer to repair what is damaged."""
+        model = self.selected()
+        if model is None or not self._verifiable(model):
+            return
+        if self.is_busy(model):
+            self.errors.report_message(
+                f"{model.repo_id} : {model.branch} is downloading.",
+                context="verifying a model",
+                detail="Verify it once its download has finished.",
+            )
+            return
+        self.verify_panel.start(model)
+        self._update_buttons()
+
+    @staticmethod
+    def _verifiable(model: LocalModel) -> bool:
+        return model.source == "quantdesk" and model.complete
+
     def delete_selected(self) -> None:
         """Confirm, then delete the selected model (worker)."""
         model = self.selected()
@@ -350,10 +333,13 @@ class LocalModelsPage(QWidget):
 
     # -- internals ------------------------------------------------------------------------------------
 
-    def _listed(self, models: list[LocalModel]) -> None:
+    def _listed(self, listing: tuple[list[LocalModel], list[str]]) -> None:
+        models, sentences = listing
+        for sentence in sentences:
+            self.errors.report_message(sentence, context="listing local models")
         self.model.set_models(models)
         self.table.resizeColumnsToContents()
-        total = sum(m.size_bytes for m in models)
+        total = sum(m.on_disk for m in models)
         complete = sum(1 for m in models if m.complete)
         plural = "s" if len(models) != 1 else ""
         self.summary.setText(
@@ -386,6 +372,9 @@ class LocalModelsPage(QWidget):
         model = self.selected()
         self.open_button.setEnabled(model is not None)
         self.delete_button.setEnabled(model is not None)
+        self.verify_button.setEnabled(
+            model is not None and self._verifiable(model) and not self.verify_panel.busy
+        )
         self.check_button.setEnabled(bool(self.model.models))
         self.chat_button.setEnabled(model is not None and model.complete and self.chat_available)
         self.chat_button.setToolTip(

@@ -8,7 +8,7 @@ thread (pure computation, no network).
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QItemSelection, QModelIndex, QSortFilterProxyModel, Qt, Signal
@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSizePolicy,
@@ -34,6 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.catalog.fit import FitStatus
 from app.catalog.repo_ref import RepoRef, parse_repo_ref
 from app.catalog.table import BranchRow
 from app.catalog.vram import CacheType
@@ -124,6 +126,8 @@ class ModelsPage(QWidget):
         super().__init__(parent)
         self.settings = settings
         self.errors = errors
+        # Asked before a "Doesn't fit" branch is downloaded (tests replace it).
+        self.confirm_unfit_download: Callable[[QWidget, BranchRow], bool] = confirm_unfit_download
         self.catalog: RepoCatalog | None = None
         self._detected: Hardware | None = None
         self._generation = 0
@@ -597,8 +601,27 @@ class ModelsPage(QWidget):
         self.details.show_row(self.selected_row(), self.model.hardware)
 
     def _download_clicked(self, branch: str) -> None:
-        if self.catalog is not None:
-            self.download_requested.emit(self.catalog.repo_id, branch)
+        if self.catalog is None:
+            return
+        row_index = self.model.row_of(branch)
+        row = self.model.rows[row_index] if row_index >= 0 else None
+        unfit = row is not None and row.fit.status is FitStatus.NO_FIT
+        if unfit and row is not None and not self.confirm_unfit_download(self, row):
+            return
+        self.download_requested.emit(self.catalog.repo_id, branch)
+
+
+def confirm_unfit_download(parent: QWidget, row: BranchRow) -> bool:
+    """Ask before downloading a branch marked "Doesn't fit" (No is the default)."""
+    answer = QMessageBox.warning(
+        parent,
+        "Download a branch that doesn't fit?",
+        f"{row.info.branch} ({format_size(row.info.size_bytes)}) doesn't fit this machine: "
+        f"{row.fit.message}\n\nDownload it anyway (e.g. to run it elsewhere)?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes
 
 
 def _clock(timestamp: float) -> str:
