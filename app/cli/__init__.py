@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "download": "app.cli.download",
     "chat": "app.cli.chat_command",
     "render": "app.cli.render_command",
+    "serve": "app.cli.serve",
 }
 
 
