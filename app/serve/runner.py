@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 
 from app.auth import KEYRING_SERVICE
 from app.errors import ServeConfigError, ServePortError
+
 if TYPE_CHECKING:
     import uvicorn
 
