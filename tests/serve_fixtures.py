@@ -40,7 +40,7 @@ def running_server(
         runner.stop()
 
 
-def wait_for_records(state: ServeState, count: int, timeout: float = 30.0) -> list[JobRecord]:
+def wait_for_records(state: ServeState, count: int, timeout: float = 180.0) -> list[JobRecord]:
     """The server's first ``count`` generation records, once all have ended."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

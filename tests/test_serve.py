@@ -347,7 +347,7 @@ def test_the_serve_command_prints_its_url_and_stops_on_ctrl_c(tiny_dir: Path, tm
     try:
         assert process.stdout is not None
         url = process.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1"), url
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
         (model,) = client.models.list()
         answer = client.chat.completions.create(model=model.id, messages=HELLO, max_tokens=4, temperature=0)

@@ -8,10 +8,20 @@ or the keyring); the key is never printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, TextIO
 
 from app.cli.args import Subcommands, positive_int
+
+if TYPE_CHECKING:
+    from app.chat.profiles import ProfileStore
+    from app.chat.session_setup import ChatPlan
+    from app.serve.app import ServeState
+    from app.serve.runner import ServerRunner
 
 BACKEND_CHOICES = ("auto", "gptqmodel", "exllamav2")
 
@@ -57,15 +67,36 @@ def add_parser(commands: Subcommands) -> None:
     )
 
 
+@contextlib.contextmanager
+def _stdout_for_the_url_only() -> Iterator[TextIO]:
+    """Keep stdout for the URL: while it lasts, everything written to file descriptor 1 (libraries
+    print banners and logs there while a model loads) goes to stderr. Yields the real stdout."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no usable descriptors: keep stdout as it is
+        yield sys.stdout
+        return
+    real = os.fdopen(os.dup(saved), "w", encoding="utf-8")
+    try:
+        yield real
+    finally:
+        sys.stdout.flush()
+        real.close()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     """Serve until Ctrl-C (or until ``stop`` is set)."""
     from app.chat.profiles import ModelSettings, ProfileStore
-    from app.chat.session_setup import LocalTarget, load_local, plan_local_chat, record_memory, select_backend
+    from app.chat.session_setup import LocalTarget, plan_local_chat
     from app.cli.chat import resolve_model
     from app.serve.app import ServeState
     from app.serve.gate import ModelGate
     from app.serve.runner import ServerRunner, check_bind, read_api_key
-    from app.serve.setup import model_id, served_model
+    from app.serve.setup import model_id
 
     api_key = read_api_key(args.api_key_env)
     check_bind(args.host, bool(api_key))  # before anything loads
@@ -79,21 +110,37 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     runner = ServerRunner(state, args.host, args.port)
     url = runner.start()
     try:
-        print(f"Loading {model_id(plan)} (requests get 503 until it is ready)...", file=sys.stderr)
-        selection = select_backend(plan.files, str(plan.effective.value("backend")))
-        model = load_local(selection, plan.files, plan.effective.load_settings())
-        try:
-            record_memory(profiles, plan, model)
-            state.set_loaded(served_model(plan, model))
-            print(f"Template: {plan.choice.label}: {plan.choice.detail}", file=sys.stderr)
-            print(url, flush=True)  # the one line stdout promises: the base URL
-            print(f"Serving '{state.model_id}' at {url}; Ctrl-C stops.", file=sys.stderr)
-            (stop or threading.Event()).wait()
-        finally:
-            runner.stop()
-            model.unload()
+        with _stdout_for_the_url_only() as url_out:
+            _load_and_serve(runner, state, plan, profiles, url, url_out, stop)
     except KeyboardInterrupt:
         print("Stopped.", file=sys.stderr)
     finally:
         runner.stop()
     return 0
+
+
+def _load_and_serve(
+    runner: ServerRunner,
+    state: ServeState,
+    plan: ChatPlan,
+    profiles: ProfileStore,
+    url: str,
+    url_out: TextIO,
+    stop: threading.Event | None,
+) -> None:
+    from app.chat.session_setup import load_local, record_memory, select_backend
+    from app.serve.setup import served_model
+
+    print(f"Loading {state.model_id} (requests get 503 until it is ready)...", file=sys.stderr)
+    selection = select_backend(plan.files, str(plan.effective.value("backend")))
+    model = load_local(selection, plan.files, plan.effective.load_settings())
+    try:
+        record_memory(profiles, plan, model)
+        state.set_loaded(served_model(plan, model))
+        print(f"Template: {plan.choice.label}: {plan.choice.detail}", file=sys.stderr)
+        print(url, file=url_out, flush=True)  # the one line stdout promises: the base URL
+        print(f"Serving '{state.model_id}' at {url}; Ctrl-C stops.", file=sys.stderr)
+        (stop or threading.Event()).wait()
+    finally:
+        runner.stop()
+        model.unload()
