@@ -25,11 +25,12 @@ def running_server(
     api_key: str | None = None,
     max_waiting: int = 8,
     host: str = "127.0.0.1",
+    gate: ModelGate | None = None,
 ) -> Iterator[tuple[ServerRunner, ServeState]]:
     """A server on a free port serving ``model`` (planned from ``model_dir`` as ``quantdesk serve``
     does); ``model`` None: still loading."""
     plan = plan_local_chat(LocalTarget(model_dir), profiles=ProfileStore())
-    state = ServeState(model_id(plan), ModelGate(max_waiting), api_key)
+    state = ServeState(model_id(plan), gate or ModelGate(max_waiting), api_key)
     if model is not None:
         state.set_loaded(served_model(plan, model))
     runner = ServerRunner(state, host, 0)

@@ -21,7 +21,7 @@ from app.backends.gptqmodel import GPTQModelRules
 from app.cli import main
 from app.errors import ServeConfigError
 from app.serve.app import ServeState
-from app.serve.gate import GatedModel, Owner
+from app.serve.gate import GatedModel, ModelGate, Owner
 from app.serve.runner import ServerRunner
 from tests.models.fixtures import TINY_MAIN
 from tests.serve_fixtures import running_server, wait_for_records
@@ -377,3 +377,14 @@ def test_smollm2_answers_through_the_official_client(smollm2: tuple[Path, Loaded
         )
         text = "".join(c.choices[0].delta.content or "" for c in parts if c.choices)
     assert "Paris" in text
+
+
+def test_serving_the_chat_windows_gated_model_does_not_wait_on_itself(
+    tiny_dir: Path, tiny_gptqmodel: LoadedModel
+) -> None:
+    gate = ModelGate()
+    chat_windows_model = GatedModel(tiny_gptqmodel, gate, Owner.GUI)  # what the Chat page holds
+    with running_server(tiny_dir, chat_windows_model, gate=gate) as (runner, state):
+        body = {"model": state.model_id, "prompt": "The train", "max_tokens": 3, "temperature": 0}
+        answer = httpx.post(f"{runner.url}/completions", json=body, timeout=60)
+        assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] >= 1

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -207,8 +208,13 @@ async def _complete(request: Request, kind: Kind) -> Response:
     )
     if req.stream:
         stream = _stream(state, job, kind, ids, served.model_id, req.include_usage)
+        # The background task runs however the response ends, even when the client left before the
+        # stream was first read (then the generator's own ``finally`` never runs).
         return StreamingResponse(
-            stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            stream,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+            background=BackgroundTask(job.abandon),
         )
     return await _whole(state, request, job, kind, ids, served.model_id)
 

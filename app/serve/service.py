@@ -22,7 +22,7 @@ from app.chat.detection import TemplateChoice
 from app.chat.engine import ChatSettings
 from app.chat.jinja_template import JinjaTemplate
 from app.chat.templates import ChatMessage, Role, Special, encode_segments
-from app.serve.gate import ModelGate, Ticket
+from app.serve.gate import GatedModel, ModelGate, Ticket
 
 
 class End:
@@ -68,7 +68,12 @@ class ServedModel:
     def create(
         cls, model_id: str, model: LoadedModel, choice: TemplateChoice, settings: ChatSettings
     ) -> ServedModel:
-        """The model with its template fitted to the loaded tokenizer (as the chat session does)."""
+        """The model with its template fitted to the loaded tokenizer (as the chat session does).
+
+        A :class:`~app.serve.gate.GatedModel` (the chat window's) is unwrapped: the server takes its turns
+        at the gate itself, and taking a turn twice would wait forever."""
+        if isinstance(model, GatedModel):
+            model = model.inner
         template = choice.template
         if isinstance(template, JinjaTemplate):
             tok = model.tokenizer
@@ -177,6 +182,11 @@ class GenerationJob:
         if not self.cancel.is_set():
             self.record.disconnected = True
             self.cancel.set()
+
+    def abandon(self) -> None:
+        """The answer will not be read (its response ended without reading it): stop if still running."""
+        if self.record.ended_at is None:
+            self.disconnect()
 
     def _put(self, item: str | GenerationStats | BaseException | End) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed: the server is shutting down
