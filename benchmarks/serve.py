@@ -1,7 +1,7 @@
 """Streamed tokens/s through ``quantdesk serve`` vs the same model's in-process generate (target >= 0.95),
 and the API's added time to first token (target <= 20 ms).
 
-Usage: ``.venv/bin/python -m benchmarks.serve [--model DIR] [--tokens 64] [--rounds 5]``.
+Usage: ``.venv/bin/python -m benchmarks.serve [--model DIR] [--tokens 64] [--rounds 5] [--threads 1]``.
 
 Without ``--model`` it serves SmolLM2-135M GPTQ as the tests build it (cached under
 $QUANTDESK_TEST_MODELS). One model is loaded once; the server runs in this process on a free port, as
@@ -80,7 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="a GPTQ model folder (default SmolLM2)")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (on a busy 2-core machine 2 ran 20x slower)"
+    )
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     model_dir = args.model
     if model_dir is None:
         from tests.models.build import ensure_built
