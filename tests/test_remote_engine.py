@@ -35,7 +35,8 @@ from app.errors import (
 )
 from app.remote.client import OpenAIClient, Timeouts
 from app.remote.endpoints import Endpoint, template_choice
-from app.remote.engine import RemoteModel, RemoteTokenizer, ServerTemplate, pack_messages, unpack_messages
+from app.remote.engine import RemoteModel
+from app.remote.prompting import RemoteTokenizer, ServerTemplate, pack_messages, unpack_messages
 from app.remote.wire import (
     RemoteModelInfo,
     StreamEnd,

@@ -386,7 +386,7 @@ def template_choice(endpoint: Endpoint, override: str | None = None) -> Template
     """
     from app.chat.detection import OWN_TEMPLATE_NAMES, TemplateChoice, TemplateSource
     from app.chat.templates import get_template, load_user_templates
-    from app.remote.engine import ServerTemplate
+    from app.remote.prompting import ServerTemplate
 
     if override and override.strip().lower() in {"server", *OWN_TEMPLATE_NAMES}:
         return TemplateChoice(
