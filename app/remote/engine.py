@@ -11,15 +11,15 @@ first byte arrives. Both clients read answers with :class:`~app.remote.wire.Stre
 
 Two template modes, chosen by the :class:`~app.chat.templates.PromptTemplate` the chat uses:
 
-- **server**: :class:`~app.remote.prompting.ServerTemplate` packs the messages into the prompt (a private wire format, never
-  shown to a model) and ``generate()`` unpacks them for ``/v1/chat/completions``: the server applies
-  the model's own chat template.
+- **server**: :class:`~app.remote.prompting.ServerTemplate` packs the messages into the prompt (a
+  private wire format, never shown to a model) and ``generate()`` unpacks them for
+  ``/v1/chat/completions``: the server applies the model's own chat template.
 - **quantdesk**: a QuantDesk template renders the prompt text and ``generate()`` sends it to
   ``/v1/completions``.
 
-The server's tokenizer is not at hand, so :class:`~app.remote.prompting.RemoteTokenizer` estimates token counts (it splits text
-a little finer than real BPE tokenizers do, so context budgets err on the safe side) and its ids decode
-back to the exact text. The API key goes into the ``Authorization`` header only.
+The server's tokenizer is not at hand, so :class:`~app.remote.prompting.RemoteTokenizer` estimates
+token counts (context budgets err on the safe side) and its ids decode back to the exact text. The API
+key goes into the ``Authorization`` header only.
 """
 
 from __future__ import annotations
