@@ -285,3 +285,27 @@ class FolderConflictError(DownloadError):
 
 class TargetFolderError(DownloadError):
     """The model folder cannot be created or written (a file is in the way, read-only, no permission)."""
+
+
+# -- the local server (quantdesk serve, the Chat page's "Serve this model") -------------------------
+
+
+class ServeError(QuantDeskError):
+    """Base class of failures starting or running QuantDesk's own OpenAI-compatible server."""
+
+
+class ServeConfigError(ServeError):
+    """The server may not start as asked: another host than this machine without an API key, a key
+    variable that is not set, a bad port."""
+
+
+class ServePortError(ServeError):
+    """The address is taken (another server on the port) or may not be bound."""
+
+
+class ModelBusyError(ServeError):
+    """The shared model's queue is full; ``retry_after`` is the estimated wait in seconds."""
+
+    def __init__(self, message: str, hint: str = "", *, retry_after: int = 1, detail: str = "") -> None:
+        super().__init__(message, hint, detail=detail)
+        self.retry_after = retry_after

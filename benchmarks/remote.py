@@ -28,7 +28,8 @@ from pathlib import Path
 import httpx2
 
 from app.backends.base import GenerationStats, Sampling
-from app.backends.openai_remote import RemoteModel, api_url, completion_body
+from app.remote.engine import RemoteModel
+from app.remote.wire import api_url, completion_body
 
 PROMPT = "Once upon a time, in a small village by the sea, there lived an old fisherman who"
 TARGET = 0.97

@@ -11,9 +11,11 @@ import keyring
 import pytest
 from keyring.backend import KeyringBackend
 
-from app import endpoints
 from app.cli import main
-from app.endpoints import (
+from app.errors import EndpointAuthError, EndpointConfigError
+from app.paths import app_paths
+from app.remote import endpoints
+from app.remote.endpoints import (
     KEEP_KEY,
     Endpoint,
     EndpointStore,
@@ -23,8 +25,6 @@ from app.endpoints import (
     read_api_key,
     template_choice,
 )
-from app.errors import EndpointAuthError, EndpointConfigError
-from app.paths import app_paths
 from tests.remote_fixtures import (
     Recorded,
     ScriptedServer,

@@ -55,3 +55,34 @@ def test_catalog_and_cli_do_not_import_torch_or_backends() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert json.loads(result.stdout) == []
+
+
+# Each floor imports only what stands below it (ARCHITECTURE.md): the chat engine and the backends know
+# nothing of servers; the remote client knows nothing of QuantDesk's own server.
+FLOOR_RULES = {
+    "app/chat": ("app.remote", "app.serve", "app.cli", "app.ui"),
+    "app/backends": ("app.remote", "app.serve", "app.chat", "app.cli", "app.ui"),
+    "app/remote": ("app.serve", "app.cli", "app.ui"),
+    "app/serve": ("app.cli", "app.ui"),
+}
+
+
+def _upward_imports(folder: Path, forbidden: tuple[str, ...], base: Path = ROOT) -> list[str]:
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        for name in _imported_modules(path):
+            if any(name == f or name.startswith(f + ".") for f in forbidden):
+                found.append(f"{path.relative_to(base)} imports {name}")
+    return found
+
+
+def test_no_import_runs_up_a_floor() -> None:
+    offenders = [
+        line for floor, forbidden in FLOOR_RULES.items() for line in _upward_imports(ROOT / floor, forbidden)
+    ]
+    assert offenders == []
+
+
+def test_floor_check_detects_an_upward_import(tmp_path: Path) -> None:
+    (tmp_path / "engine.py").write_text("def f():\n    from app.remote.wire import api_url\n")
+    assert _upward_imports(tmp_path, ("app.remote",), tmp_path) == ["engine.py imports app.remote.wire"]

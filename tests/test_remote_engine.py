@@ -17,25 +17,9 @@ from typing import Any
 import pytest
 
 from app.backends.base import GenerationStats, Sampling, StopReason
-from app.backends.openai_remote import (
-    OpenAIClient,
-    RemoteModel,
-    RemoteModelInfo,
-    RemoteTokenizer,
-    ServerTemplate,
-    StreamEnd,
-    Timeouts,
-    api_url,
-    display_url,
-    pack_messages,
-    retry_after_seconds,
-    sampling_fields,
-    unpack_messages,
-)
 from app.chat.engine import ChatSession, ChatSettings, ReplyEnd
 from app.chat.templates import ChatMessage, Role
 from app.cli import main
-from app.endpoints import Endpoint, template_choice
 from app.errors import (
     EndpointConfigError,
     EndpointNotCompatibleError,
@@ -48,6 +32,18 @@ from app.errors import (
     RemoteRequestError,
     RemoteServerError,
     StreamInterruptedError,
+)
+from app.remote.client import OpenAIClient, Timeouts
+from app.remote.endpoints import Endpoint, template_choice
+from app.remote.engine import RemoteModel
+from app.remote.prompting import RemoteTokenizer, ServerTemplate, pack_messages, unpack_messages
+from app.remote.wire import (
+    RemoteModelInfo,
+    StreamEnd,
+    api_url,
+    display_url,
+    retry_after_seconds,
+    sampling_fields,
 )
 from tests.remote_fixtures import (
     Recorded,

@@ -14,14 +14,14 @@ from typing import Any
 import httpx2
 import pytest
 
-from app import endpoints
 from app.backends.base import GenerationStats, Sampling, StopReason
-from app.backends.openai_remote import RemoteModel
 from app.chat.engine import ChatSession, ChatSettings, ReplyEnd
 from app.chat.templates import ChatMessage, Role, get_template, render_text
 from app.cli import main
-from app.endpoints import Endpoint, TemplateMode, template_choice
 from app.errors import EndpointAuthError, RemoteModelNotFoundError, StreamInterruptedError
+from app.remote import endpoints
+from app.remote.endpoints import Endpoint, TemplateMode, template_choice
+from app.remote.engine import RemoteModel
 from tests.remote_fixtures import LlamaServer
 
 SYSTEM = "You are a helpful assistant."

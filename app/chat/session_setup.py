@@ -3,7 +3,7 @@
 A local model: read its folder's small files, key its profile (repo + branch, or the folder), layer the
 settings (defaults < model < profile < this chat), detect the template, choose a backend the way the
 catalog does, load, record the memory measured, and build the session's :class:`ChatSettings` and the
-conversation's :class:`ChatMeta`. A saved endpoint: the same with a :class:`RemoteModel`.
+conversation's :class:`ChatMeta`. (A saved endpoint's chat is put together in :mod:`app.remote.endpoints`.)
 
 Nothing heavy is imported at module level: a backend (torch, gptqmodel) loads only in :func:`load_local`.
 """
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from app.backends.base import LoadedModel, LoadSettings, Sampling
     from app.backends.memory_meter import PeakMeter
     from app.catalog.measured import MeasuredPeak, MeasuredStore
-    from app.endpoints import Endpoint
     from app.hardware import Hardware
 
 
@@ -257,27 +256,6 @@ def local_meta(target: LocalTarget, backend: str, choice: TemplateChoice, settin
         commit=target.commit,
         model_dir=str(target.model_dir),
         backend=backend,
-        template=choice.name,
-        template_source=str(choice.source),
-        sampler=sampler_dict(settings.sampling),
-    )
-
-
-# -- remote endpoints -------------------------------------------------------------------------------
-
-
-def endpoint_profile_repo(endpoint: Endpoint) -> str:
-    """The profile "repo" of a server: ``endpoint:<url without secrets>``."""
-    from app.backends.openai_remote import display_url
-
-    return f"endpoint:{display_url(endpoint.base_url)}"
-
-
-def remote_meta(model_id: str, where: str, choice: TemplateChoice, settings: ChatSettings) -> ChatMeta:
-    """Which server, model, template and sampler a remote conversation used."""
-    return ChatMeta(
-        repo_id=model_id,
-        backend=f"openai ({where})",
         template=choice.name,
         template_source=str(choice.source),
         sampler=sampler_dict(settings.sampling),

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "verify": "app.cli.verify",
     "chat": "app.cli.chat_command",
     "render": "app.cli.render_command",
+    "serve": "app.cli.serve",
 }
 
 

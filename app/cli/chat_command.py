@@ -10,7 +10,7 @@ from app.cli.args import Subcommands
 def add_parser(commands: Subcommands) -> None:
     """Register ``quantdesk chat`` with its local and remote-server options."""
     from app.cli.chat import add_chat_parser
-    from app.remote_chat import add_remote_options
+    from app.cli.remote_chat import add_remote_options
 
     add_chat_parser(commands)
     add_remote_options(commands.choices["chat"])
@@ -19,6 +19,6 @@ def add_parser(commands: Subcommands) -> None:
 def run(args: argparse.Namespace) -> int:
     """Chat with a server when ``--endpoint`` is given, else with a local model."""
     from app.cli.chat import run_chat
-    from app.remote_chat import run_remote_chat, wants_remote
+    from app.cli.remote_chat import run_remote_chat, wants_remote
 
     return run_remote_chat(args) if wants_remote(args) else run_chat(args)

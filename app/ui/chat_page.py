@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     from app.chat.engine import PromptPreview
     from app.chat.storage import ChatStore
     from app.downloads.registry import LocalModel
-    from app.endpoints import Endpoint
+    from app.remote.endpoints import Endpoint
     from app.ui.settings import UiSettings
 
 NO_MODEL_REASON = "Load a model above to chat."
@@ -102,7 +102,7 @@ def list_local_targets(models_dir: Path) -> list[PickerEntry]:
 
 def test_endpoint(endpoint: Endpoint, api_key: str | None) -> str:
     """Worker body: "Test connection" (``api_key`` None: the stored key)."""
-    from app.endpoints import KEEP_KEY, test_connection
+    from app.remote.endpoints import KEEP_KEY, test_connection
 
     return test_connection(endpoint, KEEP_KEY if api_key is None else api_key).message
 
@@ -400,8 +400,8 @@ class ChatPage(QWidget):
         self._fill_picker()
 
     def _endpoints(self) -> list[PickerEntry]:
-        from app.endpoints import EndpointStore
         from app.errors import QuantDeskError
+        from app.remote.endpoints import EndpointStore
 
         try:
             saved = EndpointStore().endpoints()
@@ -469,7 +469,7 @@ class ChatPage(QWidget):
 
     def save_endpoint(self, endpoint: Endpoint, api_key: str | None) -> Endpoint:
         """Save through EndpointStore (the key to the keyring only) and select it in the picker."""
-        from app.endpoints import KEEP_KEY, EndpointStore
+        from app.remote.endpoints import KEEP_KEY, EndpointStore
 
         saved = EndpointStore().save(endpoint, api_key=KEEP_KEY if api_key is None else api_key)
         self._fill_picker(PickerEntry("", endpoint=saved))

@@ -34,7 +34,7 @@ from app.ui import theme
 if TYPE_CHECKING:
     from app.chat.conversation import Message
     from app.chat.engine import PromptPreview
-    from app.endpoints import Endpoint
+    from app.remote.endpoints import Endpoint
     from app.ui.chat_worker import Budget
 
 STOP_NOTES = {
@@ -539,7 +539,7 @@ class EndpointDialog(QDialog):
         """The endpoint as filled in (unchecked)."""
         from dataclasses import replace
 
-        from app.endpoints import Endpoint, TemplateMode
+        from app.remote.endpoints import Endpoint, TemplateMode
 
         base = self._original or Endpoint(name="", base_url="")
         return replace(

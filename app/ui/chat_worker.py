@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from app.chat.engine import ChatSession, ChatSettings, PromptPreview, ReplyEnd
     from app.chat.session_setup import ChatPlan
     from app.chat.storage import ChatStore
-    from app.endpoints import Endpoint
+    from app.remote.endpoints import Endpoint
 
 FLUSH_SECONDS: Final = 0.04
 
@@ -258,11 +258,12 @@ class ChatWorker(QObject):
         )
 
     def _load_endpoint(self, request: LoadRequest) -> LoadedInfo:
-        from app.backends.openai_remote import display_url
         from app.chat.engine import ChatSession
         from app.chat.profiles import effective_settings
-        from app.chat.session_setup import chat_settings, endpoint_profile_repo, remote_meta
-        from app.endpoints import connect, template_choice
+        from app.chat.session_setup import chat_settings
+        from app.remote.endpoints import connect, template_choice
+        from app.remote.session import endpoint_profile_repo, remote_meta
+        from app.remote.wire import display_url
 
         endpoint = request.endpoint
         assert endpoint is not None
@@ -361,7 +362,7 @@ class ChatWorker(QObject):
                     self._plan.files, chat_override=name, user_templates=load_user_templates()
                 )
             else:
-                from app.endpoints import template_choice
+                from app.remote.endpoints import template_choice
 
                 choice = template_choice(_endpoint_stub(), name)
             session.set_template(choice)
@@ -516,7 +517,7 @@ class ChatWorker(QObject):
 
 
 def _endpoint_stub() -> Endpoint:
-    from app.endpoints import Endpoint
+    from app.remote.endpoints import Endpoint
 
     return Endpoint(name="stub", base_url="http://localhost")
 

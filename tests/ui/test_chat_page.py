@@ -435,7 +435,7 @@ def test_endpoints_in_the_picker_editor_test_connection_and_an_interrupted_reply
     dialog.accept()
     assert dialog.saved is not None
     assert keyring_in_memory.secrets == {("QuantDesk", "endpoint:lab"): secret}
-    from app.endpoints import EndpointStore
+    from app.remote.endpoints import EndpointStore
 
     assert secret not in EndpointStore().path.read_text()
     entry = page.selected_entry()

@@ -78,12 +78,11 @@ def run_remote_chat(args: argparse.Namespace, out: TextIO | None = None, inp: Te
     ``--template server`` or none (unless the saved endpoint says otherwise) lets the server apply the
     model's own template (``/v1/chat/completions``).
     """
-    from app.backends.base import Sampling
-    from app.backends.openai_remote import display_url
-    from app.chat.conversation import ChatMeta
     from app.chat.engine import ChatSettings
     from app.chat.profiles import ModelSettings, ProfileStore, effective_settings
-    from app.endpoints import Endpoint, EndpointStore, connect, read_api_key, template_choice
+    from app.remote.endpoints import Endpoint, EndpointStore, connect, read_api_key, template_choice
+    from app.remote.session import remote_meta
+    from app.remote.wire import display_url
 
     out = out or sys.stdout
     inp = inp or sys.stdin
@@ -149,22 +148,7 @@ def run_remote_chat(args: argparse.Namespace, out: TextIO | None = None, inp: Te
             extra_stop_strings=tuple(effective.value("extra_stop_strings") or ()),
         )
         session = ChatSession(model, choice, settings=settings)
-        sampling: Sampling = settings.sampling
-        session.conversation.meta = ChatMeta(
-            repo_id=model.model_id,
-            backend=f"openai ({where})",
-            template=choice.name,
-            template_source=str(choice.source),
-            sampler={
-                "temperature": sampling.temperature,
-                "top_p": sampling.top_p,
-                "top_k": sampling.top_k,
-                "min_p": sampling.min_p,
-                "repetition_penalty": sampling.repetition_penalty,
-                "max_new_tokens": sampling.max_new_tokens,
-                "seed": sampling.seed,
-            },
-        )
+        session.conversation.meta = remote_meta(model.model_id, where, choice, settings)
         if args.prompt is not None:
             return 0 if _stream_reply(session, session.send(args.prompt), out) else 1
         return _repl(session, out, inp)

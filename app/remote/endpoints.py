@@ -30,8 +30,10 @@ from app.errors import EndpointConfigError
 from app.paths import app_paths
 
 if TYPE_CHECKING:
-    from app.backends.openai_remote import RemoteModel, RemoteModelInfo, Timeouts
     from app.chat.detection import TemplateChoice
+    from app.remote.client import Timeouts
+    from app.remote.engine import RemoteModel
+    from app.remote.wire import RemoteModelInfo
 
 ENDPOINTS_VERSION: Final = 1
 DEFAULT_QUANTDESK_TEMPLATE: Final = "ChatML"
@@ -330,7 +332,7 @@ async def check_connection(
 
     ``api_key``: the key to try (e.g. typed but not saved yet), or KEEP_KEY for the stored one.
     """
-    from app.backends.openai_remote import OpenAIClient, Timeouts
+    from app.remote.client import OpenAIClient, Timeouts
 
     checked = endpoint.checked()
     key = read_api_key(checked) if isinstance(api_key, _Keep) else api_key
@@ -360,8 +362,8 @@ test_connection.__test__ = False  # type: ignore[attr-defined]  # not a pytest t
 
 
 def connect(endpoint: Endpoint, api_key: str | _Keep | None = KEEP_KEY, **options: Any) -> RemoteModel:
-    """A :class:`~app.backends.openai_remote.RemoteModel` for the endpoint (its model checked)."""
-    from app.backends.openai_remote import RemoteModel
+    """A :class:`~app.remote.engine.RemoteModel` for the endpoint (its model checked)."""
+    from app.remote.engine import RemoteModel
 
     checked = endpoint.checked()
     key = read_api_key(checked) if isinstance(api_key, _Keep) else api_key
@@ -382,9 +384,9 @@ def template_choice(endpoint: Endpoint, override: str | None = None) -> Template
     ``"server"`` (or a name for the model's own template, such as ``"jinja"``: on a server that is the
     server's) forces server mode. Otherwise the endpoint's mode decides.
     """
-    from app.backends.openai_remote import ServerTemplate
     from app.chat.detection import OWN_TEMPLATE_NAMES, TemplateChoice, TemplateSource
     from app.chat.templates import get_template, load_user_templates
+    from app.remote.prompting import ServerTemplate
 
     if override and override.strip().lower() in {"server", *OWN_TEMPLATE_NAMES}:
         return TemplateChoice(
