@@ -148,8 +148,8 @@ def test_bad_base_urls(url: str, why: str) -> None:
 def test_corrupt_file_is_reported(isolated_home: Path) -> None:
     store = EndpointStore()
     store.path.parent.mkdir(parents=True, exist_ok=True)
-    store.path.write_text("{broken")
-    with pytest.raises(EndpointConfigError, match="not valid JSON") as caught:
+    store.path.write_text(json.dumps({"endpoints": [{"name": "x", "base_url": "nope"}]}))
+    with pytest.raises(EndpointConfigError, match="not an http") as caught:
         store.endpoints()
     assert str(store.path) in caught.value.hint
     store.path.write_text(json.dumps({"endpoints": [{"name": "x", "base_url": "nope"}]}))
@@ -211,3 +211,22 @@ def test_cli_uses_a_saved_endpoint_and_its_keyring_key(
     assert "typo-key" not in caught.value.user_message + caught.value.detail
     report = endpoints.test_connection(EndpointStore().get("lab"))
     assert report.model_found and [m.id for m in report.models] == ["m1", "m2"]
+
+
+@pytest.mark.parametrize(
+    "content", [b"\xff\xfe not utf-8", b"{not json", b"[1, 2]", b'{"endpoints": 3}', b'{"endpoints": [1]}']
+)
+def test_a_damaged_endpoints_file_is_set_aside_with_one_sentence_and_the_store_works_again(
+    content: bytes,
+) -> None:
+    store = EndpointStore()
+    store.path.parent.mkdir(parents=True, exist_ok=True)
+    store.path.write_bytes(content)
+    with pytest.raises(EndpointConfigError) as info:
+        store.endpoints()
+    assert "set it aside" in info.value.user_message
+    [aside] = [p for p in store.path.parent.iterdir() if p.name.startswith("endpoints.json.")]
+    assert aside.read_bytes() == content  # kept byte for byte, never deleted
+    assert store.endpoints() == []
+    store.save(Endpoint("lab", "http://127.0.0.1:1"))
+    assert [e.name for e in store.endpoints()] == ["lab"]

@@ -14,7 +14,6 @@ a message or a log.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Mapping
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
-from app.atomic_files import write_json_atomic
+from app.atomic_files import read_json_store, set_aside, write_json_atomic
 from app.auth import KEYRING_SERVICE
 from app.errors import EndpointConfigError
 from app.paths import app_paths
@@ -216,25 +215,22 @@ class EndpointStore:
     path: Path = field(default_factory=lambda: app_paths().config_dir / "endpoints.json")
 
     def endpoints(self) -> list[Endpoint]:
-        """Every saved endpoint; raises EndpointConfigError when the file cannot be read."""
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        """Every saved endpoint. A damaged file (not UTF-8, not JSON, no endpoint list) is set aside,
+        never deleted: this call raises EndpointConfigError saying where it went, the next finds none."""
+        data, warning = read_json_store(self.path, what="The saved servers file")
+        if warning:
+            raise EndpointConfigError(warning, "")
+        if data is None:
             return []
-        except OSError as exc:
-            raise EndpointConfigError(f"Cannot read {self.path}: {exc.strerror or exc}.", "") from exc
         hint = f"Fix or delete {self.path}."
-        try:
-            data: Any = json.loads(text)
-        except ValueError as exc:
-            raise EndpointConfigError(f"{self.path} is not valid JSON ({exc}).", hint) from exc
-        records = data.get("endpoints") if isinstance(data, dict) else None
-        if not isinstance(records, list):
-            raise EndpointConfigError(f"{self.path} holds no endpoint list.", hint)
+        records = data.get("endpoints")
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            aside = set_aside(self.path)
+            raise EndpointConfigError(
+                f"The saved servers file held no list of servers; QuantDesk set it aside as {aside}.", ""
+            )
         endpoints = []
         for record in records:
-            if not isinstance(record, dict):
-                raise EndpointConfigError(f"{self.path} holds an endpoint that is not an object.", hint)
             try:
                 endpoints.append(Endpoint.from_dict(record))
             except EndpointConfigError as exc:
