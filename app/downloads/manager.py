@@ -29,7 +29,7 @@ from app.downloads import registry
 from app.downloads.progress import FileStatus, ProgressCallback, ProgressTracker
 from app.downloads.state import CompletionMarker, FolderState, JobRecord, PlannedFile
 from app.downloads.target import default_target, validate_filename
-from app.downloads.transfer import FileTransfer, TransferInterrupted, TransferSettings
+from app.downloads.transfer import DEFAULT_CONNECTIONS, FileTransfer, TransferInterrupted, TransferSettings
 
 DEFAULT_JOBS = 4
 DEFAULT_MARGIN_BYTES = 256 * 1024 * 1024
@@ -111,6 +111,7 @@ class DownloadOptions:
     target: Path | None = None  # the model folder; default <models dir>/<org>_<name>[_<branch>]
     models_dir: Path | None = None
     jobs: int = DEFAULT_JOBS
+    connections: int = DEFAULT_CONNECTIONS  # per large file (1-16); all files share a process-wide cap
     all_files: bool = False
     margin_bytes: int = DEFAULT_MARGIN_BYTES
     use_hf_cache: bool = True  # reuse a complete snapshot another tool put in the HF cache
@@ -138,6 +139,9 @@ class _Hooks:
 
     def status(self, path: str, status: FileStatus, message: str = "", done_bytes: int | None = None) -> None:
         self.tracker.set_file(path, status, message, done_bytes)
+
+    def connections(self, path: str, count: int) -> None:
+        self.tracker.set_connections(path, count)
 
 
 class BranchDownload:
@@ -291,6 +295,7 @@ class BranchDownload:
                 hooks=hooks,
                 stop=self._stop,
                 settings=self.options.transfer,
+                connections=self.options.connections,
             )
             try:
                 transfer.run()
@@ -381,6 +386,10 @@ class BranchDownload:
         state = self.folder.load_part_state(planned.path)
         if state is None or not state.matches(planned):
             return 0
+        if not self.folder.part_path(planned.path).exists():
+            return 0
+        if state.segments:  # the part is full-size from the start: the segments say what is done
+            return min(state.bytes_done, planned.size)
         try:
             return min(self.folder.part_path(planned.path).stat().st_size, planned.size)
         except OSError:
