@@ -106,6 +106,19 @@ class SegmentScheduler:
             thief = self._split(victim, busy_until + left // 2)
             return self._give(thief, owner, now)
 
+    def can_assign(self) -> bool:
+        """Whether :meth:`acquire` would hand out something now (a free, idle or splittable range)."""
+        with self._lock:
+            now = self._clock()
+            for s in self._segments:
+                if s.remaining <= 0:
+                    continue
+                if s.owner is None or (now - s.touched >= self.policy.idle_takeover_s and not s.inflight):
+                    return True
+                if s.end - (s.pos + s.inflight) >= 2 * self.policy.min_steal_bytes:
+                    return True
+            return False
+
     def release(self, seg: Segment, owner: int) -> None:
         """Connection ``owner`` stops working on ``seg`` (done, error or stop); its progress stays."""
         with self._lock:

@@ -352,9 +352,9 @@ class _Attempt:
                 if t.stop.is_set() or self.sched.complete():
                     break
                 alive = sum(th.is_alive() for th in self.threads)
-                while (
-                    alive < self.sched.policy.connections and self.sched.has_work() and budget.try_acquire()
-                ):
+                # Top up: free pieces at the start, a range to steal or to take over near the end.
+                wanted = self.sched.policy.connections
+                while alive < wanted and self.sched.can_assign() and budget.try_acquire():
                     self._spawn()
                     alive += 1
                 if alive == 0 and not self.sched.complete():

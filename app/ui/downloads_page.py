@@ -247,6 +247,9 @@ class DownloadCard(QFrame):
             ]
             if running:
                 parts.append(f"{running} in flight")
+            connections = sum(f.connections for f in p.files)
+            if connections:
+                parts.append(f"{connections} connection{'s' if connections != 1 else ''}")
             self.detail.setText(" · ".join(x for x in parts if x))
         elif state is JobState.DONE:
             self.detail.setText(f"Saved in {job.path}" if job.path else "Complete.")
@@ -287,8 +290,11 @@ class DownloadCard(QFrame):
             fraction = f.done_bytes / f.size if f.size else 1.0
             item.setData(2, FRACTION_ROLE, float(min(1.0, fraction)))
             item.setText(3, format_speed(f.speed_bps))
-            item.setText(4, f.message or str(f.status))
-            item.setToolTip(4, f.message or str(f.status))
+            state = f.message or str(f.status)
+            if f.connections > 1:
+                state += f" · {f.connections} connections"
+            item.setText(4, state)
+            item.setToolTip(4, state)
         self._fit_files_height()
 
 
