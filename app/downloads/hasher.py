@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 
 _BLOCK = 4 * 1024 * 1024
+_DONTNEED = getattr(os, "POSIX_FADV_DONTNEED", None) if hasattr(os, "posix_fadvise") else None
 
 
 class PrefixHasher:
@@ -73,6 +74,11 @@ class PrefixHasher:
                     if n <= 0:
                         raise OSError(f"{self.path} is shorter than expected")
                     self._hash.update(view[:n])
+                    if _DONTNEED is not None:
+                        # Start writing the hashed block to disk now (the final fsync then has little
+                        # left) and let the page cache drop it once written: a 35 GB file need not
+                        # crowd out everything else the machine caches.
+                        os.posix_fadvise(fd, self.hashed, n, _DONTNEED)
                     self.hashed += n
                     continue
                 self._wake.wait(self._poll_s)

@@ -57,8 +57,10 @@ class SegmentPolicy:
         """Length of the ranges handed out for a file of ``size`` bytes (one range for one connection)."""
         if self.connections <= 1:
             return max(size, 1)
-        quarter = size // (self.connections * 4)  # ~4 pieces per connection: the prefix keeps moving
-        return max(self.min_piece_bytes, min(self.max_piece_bytes, quarter))
+        # ~8 pieces per connection: the finished prefix keeps moving, and what is left to hash after the
+        # last byte is about one piece per connection.
+        eighth = size // (self.connections * 8)
+        return max(self.min_piece_bytes, min(self.max_piece_bytes, eighth))
 
 
 class SegmentScheduler:
