@@ -3,15 +3,20 @@ stealing, servers without ranges, kill -9 with eight segments in flight, files t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -292,8 +297,71 @@ def test_cli_refuses_connections_outside_1_to_16(value: str, capsys: pytest.Capt
 
 
 def test_cli_connections_option_reaches_the_download(private_hub: HubEmulator, tmp_path: Path) -> None:
-    data = big_repo(private_hub, 70 * 1024 * KIB)  # above the 64 MiB threshold
+    data = big_repo(private_hub, 20 * 1024 * KIB)  # above the 16 MiB threshold
     private_hub.link_bps = 200_000_000
     assert cli.main(["download", REPO, "--dir", str(tmp_path / "m"), "--connections", "3"]) == 0
     assert_file(tmp_path / "m", data)
     assert most_at_once(weight_gets(private_hub)) == 3
+
+
+class _ForwardProxy(BaseHTTPRequestHandler):
+    """A plain-http forward proxy: takes absolute-form requests, fetches them, returns the answer."""
+
+    protocol_version = "HTTP/1.1"
+    server: Any
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        self.server.seen.append((self.command, self.path))
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0") or "0"))
+        skip = {"proxy-connection", "connection", "proxy-authorization", "keep-alive"}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+        upstream = http.client.HTTPConnection(url.hostname or "", url.port or 80, timeout=30)
+        target = url.path + (f"?{url.query}" if url.query else "")
+        upstream.request(self.command, target, body=body or None, headers=headers)
+        answer = upstream.getresponse()
+        data = answer.read()
+        upstream.close()
+        self.send_response(answer.status)
+        for name, value in answer.getheaders():
+            if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_POST = do_HEAD = do_GET
+
+
+@contextlib.contextmanager
+def _proxy() -> Iterator[Any]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ForwardProxy)
+    server.daemon_threads = True
+    server.seen = []  # type: ignore[attr-defined]
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_connections_go_through_the_proxy_the_environment_names(
+    private_hub: HubEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like huggingface_hub's client, the range connections honour HTTP(S)_PROXY / NO_PROXY."""
+    data = big_repo(private_hub, 512 * KIB)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with _proxy() as proxy:
+        for name in ("HTTP_PROXY", "http_proxy"):
+            monkeypatch.setenv(name, proxy.url)
+        result = make(tmp_path).run()
+    assert_file(result.path, data)
+    through = [path for method, path in proxy.seen if method == "GET" and "/blobs/" in path]
+    assert len(through) == len(weight_gets(private_hub)) > 1  # every range, each through the proxy

@@ -33,7 +33,7 @@ def add_parser(commands: Subcommands) -> None:
         type=connection_count,
         default=8,
         metavar="N",
-        help="connections per large file, 1-16 (default 8; at most 16 in all)",
+        help="connections per file of 16 MiB or more, 1-16 (default 8; at most 32 in all)",
     )
     download.add_argument("--all-files", action="store_true", help="fetch every file of the branch")
 

@@ -9,13 +9,15 @@ the same as elsewhere. The token goes to the Hub's origin only, never to the CDN
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import socket
 import ssl
 import threading
+import urllib.request
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_REDIRECTS = 5
@@ -34,6 +36,25 @@ class HttpStatus(Exception):
 
 class TooManyRedirects(Exception):
     """More than a handful of redirects."""
+
+
+class UnsupportedProxy(Exception):
+    """The environment names a proxy this client cannot use (only http:// proxies are supported)."""
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``) names for ``url``, as
+    huggingface_hub's own client would use it; None for a direct connection."""
+    parts = urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme.lower())
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    if "://" not in proxy:
+        proxy = "http://" + proxy
+    via = urlsplit(proxy)
+    if via.scheme.lower() != "http":
+        raise UnsupportedProxy(f"{via.scheme}://{via.hostname}")  # never the credentials in a message
+    return proxy
 
 
 def same_origin(a: str, b: str) -> bool:
@@ -157,11 +178,16 @@ class RangeClient:
 
     def _request(self, url: str, headers: dict[str, str]) -> http.client.HTTPResponse:
         parts = urlsplit(url)
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        proxy = proxy_for(url)
+        if proxy is not None and parts.scheme.lower() == "http":
+            # A plain-http request through a proxy names the whole URL; https goes through a CONNECT tunnel.
+            target = url
+            headers = {**headers, **_proxy_auth(proxy)}
         for attempt in (0, 1):
-            conn = self._connection(parts.scheme, parts.hostname or "", parts.port)
+            conn = self._connection(parts.scheme, parts.hostname or "", parts.port, proxy)
             try:
-                conn.request("GET", target or "/", headers=headers)
+                conn.request("GET", target, headers=headers)
                 response = conn.getresponse()
                 response._qd_key = self._key(url)  # type: ignore[attr-defined]
                 if conn.sock is not None:
@@ -174,19 +200,25 @@ class RangeClient:
                     raise
         raise AssertionError("unreachable")
 
-    def _connection(self, scheme: str, host: str, port: int | None) -> http.client.HTTPConnection:
+    def _connection(
+        self, scheme: str, host: str, port: int | None, proxy: str | None
+    ) -> http.client.HTTPConnection:
         key = (scheme.lower(), host, port or (443 if scheme.lower() == "https" else 80))
         with self._lock:
             conn = self._conns.get(key)
             if conn is None:
+                via = urlsplit(proxy) if proxy else None
+                at_host, at_port = (via.hostname or "", via.port or 80) if via else (host, key[2])
                 if key[0] == "https":
                     if self._ssl is None:
                         self._ssl = _ssl_context()
                     conn = http.client.HTTPSConnection(
-                        host, key[2], timeout=self.connect_timeout_s, context=self._ssl
+                        at_host, at_port, timeout=self.connect_timeout_s, context=self._ssl
                     )
+                    if proxy is not None:
+                        conn.set_tunnel(host, key[2], headers=_proxy_auth(proxy))
                 else:
-                    conn = http.client.HTTPConnection(host, key[2], timeout=self.connect_timeout_s)
+                    conn = http.client.HTTPConnection(at_host, at_port, timeout=self.connect_timeout_s)
                 self._conns[key] = conn
             return conn
 
@@ -215,6 +247,15 @@ class RangeClient:
         if conn is not None:
             with contextlib.suppress(OSError):
                 conn.close()
+
+
+def _proxy_auth(proxy: str) -> dict[str, str]:
+    """A Proxy-Authorization header for ``http://user:password@host:port`` proxies."""
+    parts = urlsplit(proxy)
+    if not parts.username:
+        return {}
+    secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+    return {"Proxy-Authorization": "Basic " + base64.b64encode(secret).decode()}
 
 
 def _without_auth(headers: dict[str, str]) -> dict[str, str]:

@@ -33,17 +33,18 @@ from app import errors
 from app.catalog.hub_client import HubClient
 from app.downloads.hasher import PrefixHasher
 from app.downloads.progress import FileStatus
-from app.downloads.ranged_get import Body, HttpStatus, RangeClient, TooManyRedirects
+from app.downloads.ranged_get import Body, HttpStatus, RangeClient, TooManyRedirects, UnsupportedProxy
 from app.downloads.ranged_get import same_origin as same_origin
 from app.downloads.segments import MIB, ConnectionBudget, Segment, SegmentPolicy, SegmentScheduler
 from app.downloads.state import FolderState, PartState, PartStateWriter, PlannedFile
 
 DEFAULT_CONNECTIONS = 8
-MAX_CONNECTIONS = 16
+MAX_CONNECTIONS = 16  # per file
+PROCESS_MAX_CONNECTIONS = 32  # across files: the default 4 jobs x 8 connections, no more
 _DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _NO_FALLOCATE_ERRNOS = {errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS}
 # Every transfer of the process shares this cap, so jobs x connections stays within what is sane.
-PROCESS_CONNECTIONS = ConnectionBudget(MAX_CONNECTIONS)
+PROCESS_CONNECTIONS = ConnectionBudget(PROCESS_MAX_CONNECTIONS)
 
 
 def preallocate(fd: int, size: int) -> None:
@@ -70,7 +71,7 @@ class TransferSettings:
     backoff_max_s: float = 15.0
     verify_retries: int = 1  # after a sha256 mismatch: start over from zero this many times
     fsync: bool = True  # flush the verified file to disk before it is renamed into place
-    segment_threshold_bytes: int = 64 * MIB  # smaller files use one connection
+    segment_threshold_bytes: int = 16 * MIB  # smaller files use one connection
     min_piece_bytes: int = 4 * MIB
     max_piece_bytes: int = 64 * MIB
     min_steal_bytes: int = 1 * MIB
@@ -444,6 +445,10 @@ class _Attempt:
             raise t.http_error(exc) from exc
         except TooManyRedirects as exc:
             raise errors.DownloadError(f"Too many redirects while fetching {t.planned.path}.") from exc
+        except UnsupportedProxy as exc:
+            raise errors.DownloadError(
+                f"The proxy {exc} is not supported for downloads.", "Use an http:// proxy in HTTPS_PROXY."
+            ) from exc
         except (OSError, http.client.HTTPException) as exc:
             raise self._network_error(exc, False) from exc
         written = 0

@@ -126,8 +126,8 @@ class SettingsPage(QWidget):
         self.connections.setValue(settings.download_connections)
         self.connections.setMaximumWidth(80)
         self.connections.setToolTip(
-            "Connections per large file (64 MiB and up): more is faster where the server caps each one. "
-            f"At most {MAX_DOWNLOAD_CONNECTIONS} in all; applies to downloads started afterwards."
+            "Connections per file of 16 MiB or more: more is faster where the server caps each one. "
+            "At most 32 in all; applies to downloads started afterwards."
         )
         self.connections.valueChanged.connect(self._connections_edited)
         form.addRow("Connections per file", self.connections)

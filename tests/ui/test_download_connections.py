@@ -39,7 +39,7 @@ def test_downloads_page_shows_the_connections_of_each_file(
     window.show_page("Downloads")
     card = window.downloads_page.cards[job.key]
     card.files_toggle.setChecked(True)
-    # The small weights file (below the 64 MiB threshold) is fetched over one connection.
+    # The small weights file (below the 16 MiB threshold) is fetched over one connection.
     qtbot.waitUntil(lambda: "1 connection" in card.detail.text(), timeout=WAIT_MS)
     assert job.state is JobState.RUNNING
     # A large file's row says how many connections fetch it.
