@@ -4,8 +4,9 @@ huggingface_hub (2.4.0) deletes its ``*.incomplete`` file on failure and never r
 QuantDesk streams the bytes itself (see :mod:`app.downloads.ranged_get`). A file of at least
 ``segment_threshold_bytes`` is fetched over ``connections`` connections at once (the CDN caps what one
 connection carries); :mod:`app.downloads.segments` decides which bytes each fetches and steals work
-for connections that run dry. The ``.part`` is the whole file, reserved at its full size up front (so
-a full disk shows at the start) and written at offsets: nothing is reassembled. Its record holds each
+for connections that run dry; :mod:`app.downloads.connections` runs them. The ``.part`` is the whole
+file, reserved at its full size up front (so a full disk shows at the start) and written at offsets:
+nothing is reassembled. Its record holds each
 segment's progress, refreshed after every chunk, so whatever breaks (FIN, RST, 5xx, a stall, pause, a
 crash, kill -9) every segment resumes where its bytes on disk end. The sha256 follows the finished
 prefix while the bytes arrive (:mod:`app.downloads.hasher`), so verification ends right after the last
@@ -17,10 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import http.client
 import os
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -31,12 +30,14 @@ from huggingface_hub.utils._headers import build_hf_headers
 
 from app import errors
 from app.catalog.hub_client import HubClient
-from app.downloads.hasher import PrefixHasher
+from app.downloads.connections import ConnectionRun, Restart, Retryable, TransferInterrupted
 from app.downloads.progress import FileStatus
-from app.downloads.ranged_get import Body, HttpStatus, RangeClient, TooManyRedirects, UnsupportedProxy
+from app.downloads.ranged_get import Body, HttpStatus
 from app.downloads.ranged_get import same_origin as same_origin
-from app.downloads.segments import MIB, ConnectionBudget, Segment, SegmentPolicy, SegmentScheduler
-from app.downloads.state import FolderState, PartState, PartStateWriter, PlannedFile
+from app.downloads.segments import MIB, ConnectionBudget, Segment
+from app.downloads.state import FolderState, PartState, PlannedFile
+
+__all__ = ["FileTransfer", "TransferHooks", "TransferInterrupted", "TransferSettings", "preallocate"]
 
 DEFAULT_CONNECTIONS = 8
 MAX_CONNECTIONS = 16  # per file
@@ -83,10 +84,6 @@ class TransferSettings:
     allocate: Callable[[int, int], None] = preallocate
 
 
-class TransferInterrupted(Exception):
-    """The stop event was set (pause or cancel): the ``.part`` and its record are kept."""
-
-
 class TransferHooks(Protocol):
     """Where a transfer reports to (the manager's progress tracker)."""
 
@@ -98,21 +95,6 @@ class TransferHooks(Protocol):
 
     def connections(self, path: str, count: int) -> None:
         """``count`` connections are fetching ``path`` now."""
-
-
-class _Retryable(Exception):
-    def __init__(self, error: errors.QuantDeskError, progressed: bool) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.progressed = progressed
-
-
-class _Restart(Exception):
-    """Throw the bytes away and fetch the file again (validator changed, or ranges are ignored)."""
-
-    def __init__(self, reason: str, single: bool = False) -> None:
-        super().__init__(reason)
-        self.single = single
 
 
 class FileTransfer:
@@ -147,8 +129,8 @@ class FileTransfer:
         self.final = folder.final_path(planned.path)
         big = planned.size >= self.settings.segment_threshold_bytes
         self.connections = max(1, min(MAX_CONNECTIONS, connections)) if big else 1
-        self._single = False  # the server ignores ranges: one connection, no Range header
-        self._validator = ""
+        self.single_connection = False  # the server ignores ranges: one connection, no Range header
+        self.validator = ""
 
     # -- public ---------------------------------------------------------------------------------------
 
@@ -157,15 +139,15 @@ class FileTransfer:
         fresh_starts = restarts = 0
         while True:
             try:
-                digest = _Attempt(self).run()
-            except _Restart as restart:
+                digest = ConnectionRun(self).run()
+            except Restart as restart:
                 restarts += 1
                 if restarts > 3:
                     raise errors.DownloadError(
                         f"{self.planned.path} of {self.repo_id} kept changing on the server.",
                         "Try again later.",
                     ) from restart
-                self._single = self._single or restart.single
+                self.single_connection = self.single_connection or restart.single
                 self.folder.discard_part(self.planned.path)
                 self.hooks.status(self.planned.path, FileStatus.RUNNING, str(restart), 0)
                 continue
@@ -201,7 +183,7 @@ class FileTransfer:
         if state is None or not state.matches(self.planned) or have > self.planned.size:
             self.folder.discard_part(self.planned.path)
             return None
-        self._validator = state.validator
+        self.validator = state.validator
         if not state.segments:  # the single-connection format: the part's length is the progress
             return [Segment(0, self.planned.size, have)]
         # A segment's bytes count only where the part really has them (a truncated part loses the rest).
@@ -210,20 +192,20 @@ class FileTransfer:
     def new_state(self, segments: list[tuple[int, int, int]]) -> PartState:
         """The record for this file with these segments."""
         p = self.planned
-        state = PartState(self.url, self.commit, p.path, p.size, p.sha256, validator=self._validator)
+        state = PartState(self.url, self.commit, p.path, p.size, p.sha256, validator=self.validator)
         state.segments = [list(s) for s in segments]
         state.bytes_done = sum(s[2] for s in segments)
         return state
 
     def check_validator(self, body: Body) -> None:
-        """Raise _Restart when the bytes now come with another validator than the ones on disk."""
+        """Raise Restart when the bytes now come with another validator than the ones on disk."""
         if not body.validator:
             return
-        if not self._validator:
-            self._validator = body.validator
-        elif body.validator != self._validator:
-            old, self._validator = self._validator, body.validator
-            raise _Restart(
+        if not self.validator:
+            self.validator = body.validator
+        elif body.validator != self.validator:
+            old, self.validator = self.validator, body.validator
+            raise Restart(
                 f"{self.planned.path} changed on the server ({old} -> {body.validator}); restarting"
             )
 
@@ -235,7 +217,7 @@ class FileTransfer:
         return headers
 
     def http_error(self, exc: HttpStatus) -> Exception:
-        """The QuantDesk error for an HTTP error answer, wrapped in _Retryable when worth retrying."""
+        """The QuantDesk error for an HTTP error answer, wrapped in Retryable when worth retrying."""
         request = httpx2.Request("GET", exc.url)
         response = httpx2.Response(exc.status, headers=exc.headers, content=exc.body, request=request)
         try:
@@ -243,7 +225,7 @@ class FileTransfer:
         except Exception as raised:
             mapped, transient = self.client.map_error(raised, self.repo_id, self.branch)
             if transient and isinstance(mapped, errors.QuantDeskError):
-                return _Retryable(mapped, progressed=False)
+                return Retryable(mapped, progressed=False)
             return mapped
         return errors.DownloadError(f"Unexpected answer {exc.status} for {self.planned.path}.")
 
@@ -283,240 +265,3 @@ class FileTransfer:
         os.replace(self.part, self.final)
         with contextlib.suppress(FileNotFoundError):
             self.folder.part_state_path(self.planned.path).unlink()
-
-
-class _Attempt:
-    """One pass over the file: open the part, run the connections until every byte is on disk."""
-
-    def __init__(self, transfer: FileTransfer) -> None:
-        self.t = transfer
-        s = transfer.settings
-        self.size = transfer.planned.size
-        connections = 1 if transfer._single else transfer.connections
-        policy = SegmentPolicy(
-            connections, s.min_piece_bytes, s.max_piece_bytes, s.min_steal_bytes, s.idle_takeover_s
-        )
-        self.sched = SegmentScheduler(self.size, policy, transfer.adopt_segments())
-        self.halt = threading.Event()
-        self.lock = threading.Lock()
-        self.error: BaseException | None = None
-        self.clients: dict[int, RangeClient] = {}
-        self.threads: list[threading.Thread] = []
-        self.last_record = 0.0
-        self.next_id = 0
-
-    def run(self) -> str | None:
-        t = self.t
-        path = t.planned.path
-        if t.stop.is_set():
-            raise TransferInterrupted
-        t.part.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(t.part, os.O_RDWR | os.O_CREAT, 0o644)
-        hasher: PrefixHasher | None = None
-        self.writer: PartStateWriter | None = None
-        try:
-            try:
-                t.settings.allocate(self.fd, self.size)
-            except OSError as exc:
-                raise t.disk_error(exc) from exc
-            self.writer = PartStateWriter(t.folder, path, t.new_state(self.sched.snapshot()))
-            t.hooks.status(path, FileStatus.RUNNING, done_bytes=self.sched.done_bytes())
-            if t.planned.sha256 is not None:
-                hasher = PrefixHasher(str(t.part), self.size, self.sched.prefix)
-            self._run_connections()
-            if hasher is None:
-                return None
-            digest = hasher.digest(t.stop)
-            if digest is None:
-                raise TransferInterrupted
-            return digest
-        finally:
-            if hasher is not None:
-                hasher.close()
-            if self.writer is not None:
-                with contextlib.suppress(OSError):
-                    self.writer.update(self.sched.snapshot())
-                self.writer.close()
-            os.close(self.fd)
-
-    # -- the connections -----------------------------------------------------------------------------
-
-    def _run_connections(self) -> None:
-        t = self.t
-        budget = t.settings.budget
-        if not self.sched.complete():
-            if not budget.acquire(t.stop):
-                raise TransferInterrupted
-            self._spawn()
-        try:
-            while not self.halt.is_set():
-                if t.stop.is_set() or self.sched.complete():
-                    break
-                alive = sum(th.is_alive() for th in self.threads)
-                # Top up: free pieces at the start, a range to steal or to take over near the end.
-                wanted = self.sched.policy.connections
-                while alive < wanted and self.sched.can_assign() and budget.try_acquire():
-                    self._spawn()
-                    alive += 1
-                if alive == 0 and not self.sched.complete():
-                    if not budget.acquire(t.stop):
-                        break
-                    self._spawn()
-                self.halt.wait(0.05)
-        finally:
-            self.halt.set()
-            for client in list(self.clients.values()):
-                client.abort()  # a stalled read must not keep a finished or paused file waiting
-            for th in self.threads:
-                th.join()
-            t.hooks.connections(t.planned.path, 0)
-        if self.error is not None:
-            raise self.error
-        if t.stop.is_set() or not self.sched.complete():
-            raise TransferInterrupted
-
-    def _spawn(self) -> None:
-        self.next_id += 1
-        client = RangeClient(
-            connect_timeout_s=self.t.settings.connect_timeout_s,
-            read_timeout_s=self.t.settings.stall_timeout_s,
-        )
-        self.clients[self.next_id] = client
-        th = threading.Thread(
-            target=self._worker, args=(self.next_id, client), name=f"download-{self.next_id}", daemon=True
-        )
-        self.threads.append(th)
-        th.start()
-        self.t.hooks.connections(self.t.planned.path, sum(x.is_alive() for x in self.threads))
-
-    def _worker(self, wid: int, client: RangeClient) -> None:
-        t = self.t
-        buffer = memoryview(bytearray(t.settings.buffer_bytes))
-        failures = 0
-        seg: Segment | None = None
-        try:
-            while not self.halt.is_set():
-                seg = self.sched.acquire(wid)
-                if seg is None:
-                    return
-                try:
-                    self._fetch(client, seg, wid, buffer)
-                    failures = 0
-                except _Retryable as retry:
-                    failures = 0 if retry.progressed else failures + 1
-                    if failures > t.settings.max_failures:
-                        raise retry.error from retry
-                    self.sched.release(seg, wid)
-                    seg = None
-                    delay = (
-                        0.05
-                        if retry.progressed
-                        else min(t.settings.backoff_max_s, t.settings.backoff_base_s * 2 ** (failures - 1))
-                    )
-                    t.hooks.status(t.planned.path, FileStatus.RUNNING, f"{retry.error.message} Retrying…")
-                    self.halt.wait(delay)
-                    continue
-                self.sched.release(seg, wid)
-                seg = None
-        except BaseException as exc:
-            with self.lock:
-                if self.error is None and not self.halt.is_set():
-                    self.error = exc  # the first failure; what others meet while stopping is noise
-            self.halt.set()
-        finally:
-            if seg is not None:
-                self.sched.release(seg, wid)
-            client.close()
-            t.settings.budget.release()
-            self.t.hooks.connections(t.planned.path, sum(x.is_alive() for x in self.threads) - 1)
-
-    def _fetch(self, client: RangeClient, seg: Segment, wid: int, buffer: memoryview) -> None:
-        """Fetch ``seg`` from its next byte until it is done, shortened or taken over."""
-        t = self.t
-        start = seg.pos
-        try:
-            end = None if t._single or seg.end == self.size else seg.end
-            body = client.open(t.url, t.endpoint, t.request_headers(), start, end)
-        except HttpStatus as exc:
-            if exc.status == 416:
-                raise _Restart(
-                    f"the server has fewer bytes of {t.planned.path} than listed; restarting"
-                ) from exc
-            raise t.http_error(exc) from exc
-        except TooManyRedirects as exc:
-            raise errors.DownloadError(f"Too many redirects while fetching {t.planned.path}.") from exc
-        except UnsupportedProxy as exc:
-            raise errors.DownloadError(
-                f"The proxy {exc} is not supported for downloads.", "Use an http:// proxy in HTTPS_PROXY."
-            ) from exc
-        except (OSError, http.client.HTTPException) as exc:
-            raise self._network_error(exc, False) from exc
-        written = 0
-        try:
-            t.check_validator(body)
-            if body.status == 200 and (start > 0 or end is not None):
-                raise _Restart(
-                    f"the server ignores byte ranges; fetching {t.planned.path} over one connection",
-                    single=True,
-                )
-            if body.status == 206 and body.start != start:
-                raise _Retryable(
-                    errors.DownloadError("The server answered a different byte range."), progressed=False
-                )
-            while True:
-                try:
-                    n = body.readinto(buffer)
-                except (OSError, http.client.HTTPException) as exc:
-                    raise self._network_error(exc, written > 0) from exc
-                if n == 0:
-                    break
-                allowed = self.sched.claim(seg, wid, n)
-                if allowed:
-                    self._write(buffer[:allowed], seg.pos)
-                    self.sched.advance(seg, wid, allowed)
-                    written += allowed
-                    t.hooks.bytes_written(t.planned.path, allowed)
-                    self._record()
-                if allowed < n or seg.remaining == 0:
-                    break  # done, or the rest of this range went to another connection
-        except BaseException:
-            client.discard(body)
-            raise
-        if seg.remaining and seg.owner == wid and body.left != 0:
-            client.discard(body)
-            raise _Retryable(
-                errors.NetworkError(f"The connection closed early while fetching {t.planned.path}."),
-                progressed=written > 0,
-            )
-        client.finish(body) if body.left == 0 else client.discard(body)
-
-    def _write(self, data: memoryview, offset: int) -> None:
-        while data:
-            try:
-                n = self.t.settings.pwrite(self.fd, data, offset)
-            except OSError as exc:
-                raise self.t.disk_error(exc) from exc
-            if n <= 0:
-                raise self.t.disk_error(OSError(errno.EIO, "short write"))
-            data, offset = data[n:], offset + n
-
-    def _record(self) -> None:
-        now = time.monotonic()
-        with self.lock:
-            if now - self.last_record < self.t.settings.record_every_s or self.writer is None:
-                return
-            self.last_record = now
-            self.writer.state.validator = self.t._validator
-            self.writer.update(self.sched.snapshot())
-
-    def _network_error(self, exc: BaseException, progressed: bool) -> _Retryable:
-        path = self.t.planned.path
-        if isinstance(exc, TimeoutError):
-            message = f"No data for {self.t.settings.stall_timeout_s:g} s while fetching {path}."
-            return _Retryable(errors.NetworkError(message), progressed)
-        return _Retryable(
-            errors.NetworkError(
-                f"The connection broke while fetching {path}.", detail=f"{exc.__class__.__name__}: {exc}"
-            ),
-            progressed,
-        )
