@@ -203,6 +203,7 @@ class DownloadCard(QFrame):
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setStretchLastSection(False)
         header.resizeSection(2, 160)
+        header.resizeSection(4, 190)  # room for "running · 8 connections"
         return files
 
     def _fit_files_height(self) -> None:
