@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pytest
 
@@ -16,12 +19,28 @@ from app import errors
 from app.catalog.hub_client import HubClient
 from app.downloads import BranchDownload, DownloadOptions, DownloadProgress, FileStatus, Outcome
 from app.downloads.state import FolderState
-from app.downloads.transfer import TransferSettings, open_part_for_append
+from app.downloads.transfer import TransferSettings, preallocate
 from tests.conftest import GRANTED_TOKEN, UNGRANTED_TOKEN
 from tests.hub_emulator import Faults, HubEmulator, LoggedRequest
 
 REPO = "TheBloke/TinyLlama-GPTQ"
 WEIGHTS = "model.safetensors"
+# Every test here runs twice: the 199 kB weights over one connection, and cut into 64 KiB segments over
+# four connections at once (no work stealing here, so "no byte is fetched twice" stays exact; stealing
+# has its own tests in test_download_segments.py).
+SEGMENTED = False
+SEGMENT_SETTINGS: dict[str, Any] = {
+    "segment_threshold_bytes": 0,
+    "min_piece_bytes": 64 * 1024,
+    "max_piece_bytes": 64 * 1024,
+    "min_steal_bytes": 1 << 30,
+}
+
+
+@pytest.fixture(autouse=True, params=["one-connection", "segments"])
+def connections_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    monkeypatch.setattr(sys.modules[__name__], "SEGMENTED", request.param == "segments")
+    return bool(request.param == "segments")
 
 
 def fast_settings(**overrides: Any) -> TransferSettings:
@@ -32,6 +51,8 @@ def fast_settings(**overrides: Any) -> TransferSettings:
         "backoff_max_s": 0.05,
         "max_failures": 3,
     }
+    if SEGMENTED:
+        values.update(SEGMENT_SETTINGS)
     values.update(overrides)
     return TransferSettings(**values)
 
@@ -46,6 +67,7 @@ def make(
 ) -> BranchDownload:
     options.setdefault("transfer", fast_settings())
     options.setdefault("target", tmp_path / "model")
+    options.setdefault("connections", 4 if SEGMENTED else 1)
     return BranchDownload(
         repo, branch, options=DownloadOptions(**options), client=HubClient(token=token), on_progress=progress
     )
@@ -68,6 +90,20 @@ def blob_gets(hub: HubEmulator, since: float = 0.0) -> list[LoggedRequest]:
 
 def range_start(request: LoggedRequest) -> int:
     return 0 if request.range is None else int(request.range.removeprefix("bytes=").split("-")[0])
+
+
+def assert_served_once(gets: list[LoggedRequest], size: int, already: int = 0) -> None:
+    """The answers' bytes tile the file (minus ``already`` bytes on disk) without overlap: every resume
+    started at the exact byte where the bytes on disk ended, nothing was fetched twice."""
+    spans = sorted((range_start(r), range_start(r) + r.bytes_sent) for r in gets if r.bytes_sent)
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end, f"bytes fetched twice: {spans}"
+    assert sum(r.bytes_sent for r in gets) == size - already
+
+
+def part_bytes_done(download: BranchDownload, name: str = WEIGHTS) -> int:
+    state = download.folder.load_part_state(name)
+    return 0 if state is None else state.bytes_done
 
 
 def assert_complete(hub: HubEmulator, folder: Path, repo: str = REPO, branch: str = "main") -> None:
@@ -120,8 +156,10 @@ def test_cut_once_resumes_from_exact_byte(hub: HubEmulator, tmp_path: Path) -> N
     result = make(tmp_path).run()
     assert_complete(hub, result.path)
     gets = blob_gets(hub)
-    assert [range_start(r) for r in gets] == [0, 50_000]
-    assert sum(r.bytes_sent for r in gets) == (result.path / WEIGHTS).stat().st_size
+    if not SEGMENTED:
+        assert [range_start(r) for r in gets] == [0, 50_000]
+    assert any(r.bytes_sent == 50_000 for r in gets)  # the cut happened
+    assert_served_once(gets, (result.path / WEIGHTS).stat().st_size)
 
 
 def test_cut_every_time_with_progress_in_between(hub: HubEmulator, tmp_path: Path) -> None:
@@ -129,8 +167,12 @@ def test_cut_every_time_with_progress_in_between(hub: HubEmulator, tmp_path: Pat
     result = make(tmp_path).run()
     assert_complete(hub, result.path)
     gets = blob_gets(hub)
-    assert [range_start(r) for r in gets] == [0, 40_000, 80_000, 120_000, 160_000]
-    assert sum(r.bytes_sent for r in gets) == (result.path / WEIGHTS).stat().st_size
+    if not SEGMENTED:
+        assert [range_start(r) for r in gets] == [0, 40_000, 80_000, 120_000, 160_000]
+    else:  # each 64 KiB segment was cut once at 40 000 and resumed
+        starts = [*range(0, 198_872, 65536), *range(40_000, 198_872, 65536)]
+        assert sorted(range_start(r) for r in gets) == sorted(starts)
+    assert_served_once(gets, (result.path / WEIGHTS).stat().st_size)
 
 
 def test_rst_is_retried_without_refetching(hub: HubEmulator, tmp_path: Path) -> None:
@@ -139,8 +181,9 @@ def test_rst_is_retried_without_refetching(hub: HubEmulator, tmp_path: Path) -> 
     assert_complete(hub, result.path)
     gets = blob_gets(hub)
     assert len(gets) >= 2
-    starts = [range_start(r) for r in gets]
-    assert starts == sorted(starts) and starts[0] == 0
+    if not SEGMENTED:
+        starts = [range_start(r) for r in gets]
+        assert starts == sorted(starts) and starts[0] == 0
     # each resume starts where the bytes on disk ended: nothing is fetched twice beyond what RST lost
     assert sum(r.bytes_sent for r in gets) <= (result.path / WEIGHTS).stat().st_size + 2 * 60_000
 
@@ -166,11 +209,12 @@ def test_stall_reconnects_and_resumes(private_hub: HubEmulator, tmp_path: Path) 
     # 1 byte/s: the first byte comes at once, then nothing for a second -> stall after 0.3 s.
     private_hub.faults = Faults(path_contains="/blobs/", throttle_bps=1)
     download = make(tmp_path, transfer=fast_settings(stall_timeout_s=0.3))
-    part = download.folder.part_path(WEIGHTS)
+    progress: list[DownloadProgress] = []
+    download.on_progress = progress.append
     outcome: list[Any] = []
     worker = threading.Thread(target=lambda: outcome.append(download.run()))
     worker.start()
-    while not (part.exists() and part.stat().st_size >= 2):
+    while not (progress and any(f.path == WEIGHTS and f.done_bytes >= 2 for f in progress[-1].files)):
         worker.join(0.05)
     private_hub.faults = Faults()  # the "network" recovers
     worker.join(20)
@@ -179,8 +223,12 @@ def test_stall_reconnects_and_resumes(private_hub: HubEmulator, tmp_path: Path) 
     # Stalled answers are logged only once the emulator notices the client left: look at the last one,
     # which resumed from the bytes on disk and carried exactly the rest.
     size = (outcome[0].path / WEIGHTS).stat().st_size
-    last = max(blob_gets(private_hub), key=lambda r: r.time)
-    assert last.status == 206 and range_start(last) >= 2 and last.bytes_sent == size - range_start(last)
+    if not SEGMENTED:
+        last = max(blob_gets(private_hub), key=lambda r: r.time)
+        assert last.status == 206 and range_start(last) >= 2 and last.bytes_sent == size - range_start(last)
+    else:  # four stalled connections, each resumed from its own byte (a stalled answer may count a byte
+        # the client never read: the emulator counts what it wrote)
+        assert sum(r.bytes_sent for r in blob_gets(private_hub)) <= size + 8
 
 
 def test_throttled_download_reports_speed_and_eta(private_hub: HubEmulator, tmp_path: Path) -> None:
@@ -203,28 +251,33 @@ def _corrupt_blobs(hub: HubEmulator, tmp_path: Path, times: int | None) -> list[
     """Serve a same-size corrupted copy of every blob ``times`` times (None: always)."""
     original = hub.store.blob
     served = [0]
+    lock = threading.Lock()
 
     def corrupted(sha: str) -> tuple[Path, int] | None:
         found = original(sha)
-        if found is None or (times is not None and served[0] >= times):
-            return found
-        served[0] += 1
-        path, size = found
-        bad = tmp_path / f"corrupt-{sha}"
-        data = bytearray(path.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        bad.write_bytes(bytes(data))
-        return bad, size
+        with lock:  # connections ask at once: write each corrupt copy once, never under a reader
+            if found is None or (times is not None and served[0] >= times):
+                return found
+            served[0] += 1
+            path, size = found
+            bad = tmp_path / f"corrupt-{sha}"
+            if not bad.exists():
+                data = bytearray(path.read_bytes())
+                data[len(data) // 2] ^= 0xFF
+                bad.write_bytes(bytes(data))
+            return bad, size
 
     hub.store.blob = corrupted  # type: ignore[method-assign]
     return served
 
 
 def test_corrupted_bytes_are_detected_and_retried_once(private_hub: HubEmulator, tmp_path: Path) -> None:
-    _corrupt_blobs(private_hub, tmp_path, times=1)
+    _corrupt_blobs(private_hub, tmp_path, times=4 if SEGMENTED else 1)  # one pass over the file
     result = make(tmp_path).run()
     assert_complete(private_hub, result.path)
-    assert [range_start(r) for r in blob_gets(private_hub)] == [0, 0]
+    gets = blob_gets(private_hub)
+    assert [range_start(r) for r in gets].count(0) == 2  # the whole file again, from zero
+    assert sum(r.bytes_sent for r in gets) == 2 * (result.path / WEIGHTS).stat().st_size
 
 
 def test_corruption_twice_is_a_clear_error_and_nothing_is_ready(
@@ -238,7 +291,11 @@ def test_corruption_twice_is_a_clear_error_and_nothing_is_ready(
     assert not (download.target / WEIGHTS).exists()
     assert not download.folder.part_path(WEIGHTS).exists()
     assert download.folder.load_marker() is None
-    assert len(blob_gets(private_hub)) == 2
+    gets = blob_gets(private_hub)
+    assert [range_start(r) for r in gets].count(0) == 2
+    assert (
+        sum(r.bytes_sent for r in gets) == 2 * source_file(private_hub, REPO, "main", WEIGHTS).stat().st_size
+    )
 
 
 # -- auth ------------------------------------------------------------------------------------------------
@@ -271,7 +328,7 @@ def test_gated_repo_with_token_survives_pause_and_never_leaks_it(
 
     download.on_progress = pause_midway
     assert download.run().outcome is Outcome.PAUSED
-    assert download.folder.part_path(WEIGHTS).stat().st_size > 0
+    assert part_bytes_done(download) > 0
     private_hub.faults = Faults()
     result = make(tmp_path, repo="TheBloke/Gated-GPTQ", token=GRANTED_TOKEN).run()
     assert_complete(private_hub, result.path, repo="TheBloke/Gated-GPTQ")
@@ -342,47 +399,59 @@ def test_disk_space_is_checked_before_starting(hub: HubEmulator, tmp_path: Path)
 
 
 class _FullDisk:
-    """A ``.part`` opener whose writes fail with ENOSPC once ``budget`` bytes were written in total, like a
-    file system that fills up (a partial write first, then the error)."""
+    """A ``pwrite`` that fails with ENOSPC once ``budget`` bytes were written in total, like a file system
+    that fills up (a partial write first, then the error)."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
+        self.lock = threading.Lock()
 
-    def __call__(self, path: Path) -> BinaryIO:
-        real = open_part_for_append(path)
-        outer = self
-
-        class Limited:
-            def write(self, data: memoryview) -> int:
-                if outer.budget <= 0:
-                    raise OSError(errno.ENOSPC, "No space left on device")
-                n = real.write(data[: outer.budget])
-                outer.budget -= n or 0
-                return n or 0
-
-            def close(self) -> None:
-                real.close()
-
-        return Limited()  # type: ignore[return-value]
+    def __call__(self, fd: int, data: memoryview, offset: int) -> int:
+        with self.lock:
+            if self.budget <= 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            n = os.pwrite(fd, data[: self.budget], offset)
+            self.budget -= n
+            return n
 
 
-def test_enospc_midway_pauses_keeps_a_valid_prefix_and_resumes(hub: HubEmulator, tmp_path: Path) -> None:
-    download = make(tmp_path, jobs=1, transfer=fast_settings(open_part=_FullDisk(150_000)))
+def test_enospc_midway_pauses_keeps_valid_segments_and_resumes(hub: HubEmulator, tmp_path: Path) -> None:
+    download = make(tmp_path, jobs=1, transfer=fast_settings(pwrite=_FullDisk(150_000)))
     events: list[DownloadProgress] = []
     download.on_progress = events.append
     with pytest.raises(errors.DiskFullError) as info:
         download.run()
     assert "disk is full" in info.value.message
     assert events[-1].status is FileStatus.PAUSED and "disk is full" in events[-1].message
-    part = download.folder.part_path(WEIGHTS)
-    have = part.stat().st_size
+    state = download.folder.load_part_state(WEIGHTS)
     source = source_file(hub, REPO, "main", WEIGHTS).read_bytes()
-    assert 0 < have < len(source) and part.read_bytes() == source[:have]
+    assert state is not None and 0 < state.bytes_done < len(source)
+    part = download.folder.part_path(WEIGHTS).read_bytes()
+    for start, _end, done in state.segments:
+        assert part[start : start + done] == source[start : start + done]
     assert download.folder.load_marker() is None
     since = time.time()
     result = make(tmp_path).run()  # space freed
     assert_complete(hub, result.path)
-    assert [range_start(r) for r in blob_gets(hub, since)] == [have]
+    assert_served_once(blob_gets(hub, since), len(source), already=state.bytes_done)
+
+
+def test_no_room_for_the_file_fails_before_any_byte_is_fetched(hub: HubEmulator, tmp_path: Path) -> None:
+    """The file's size is reserved first: a disk that cannot hold it says so at the start, not at 90 %."""
+    reserved: list[int] = []
+
+    def full(fd: int, size: int) -> None:
+        reserved.append(size)
+        if size > 100_000:  # room for the small files, not for the weights
+            raise OSError(errno.ENOSPC, "No space left on device")
+        preallocate(fd, size)
+
+    download = make(tmp_path, jobs=1, transfer=fast_settings(allocate=full))
+    with pytest.raises(errors.DiskFullError) as info:
+        download.run()
+    assert "disk is full" in info.value.message and WEIGHTS in info.value.message
+    assert source_file(hub, REPO, "main", WEIGHTS).stat().st_size in reserved
+    assert not [r for r in blob_gets(hub) if WEIGHTS in r.path or r.bytes_sent > 10_000]
 
 
 # -- pause, cancel, crash --------------------------------------------------------------------------------
@@ -399,16 +468,23 @@ def test_pause_then_resume_fetches_only_the_rest(private_hub: HubEmulator, tmp_p
     download.on_progress = pause_midway
     first = download.run()
     assert first.outcome is Outcome.PAUSED
-    have = download.folder.part_path(WEIGHTS).stat().st_size
     state = download.folder.load_part_state(WEIGHTS)
-    assert state is not None and state.bytes_done == have and state.sha256 and state.commit
+    assert state is not None and state.sha256 and state.commit and state.validator
+    have = state.bytes_done
+    source = source_file(private_hub, REPO, "main", WEIGHTS).read_bytes()
+    assert 0 < have < len(source) and sum(s[2] for s in state.segments) == have
+    part = download.folder.part_path(WEIGHTS).read_bytes()
+    for start, _end, done in state.segments:  # what the record calls done is on disk
+        assert part[start : start + done] == source[start : start + done]
     assert download.folder.load_marker() is None
     private_hub.faults = Faults()
     since = time.time()
     download.on_progress = None
     result = download.run()  # the same object resumes (the GUI's "Resume" button)
     assert_complete(private_hub, result.path)
-    assert [range_start(r) for r in blob_gets(private_hub, since)] == [have]
+    resumed = blob_gets(private_hub, since)
+    assert sorted(range_start(r) for r in resumed) == sorted(s + d for s, e, d in state.segments if d < e - s)
+    assert_served_once(resumed, len(source), already=have)
     # files finished before the pause are not fetched again
     assert set(result.fetched_files) == {f.path for f in result.files} - set(first.fetched_files)
     assert first.fetched_files and WEIGHTS in result.fetched_files
@@ -435,4 +511,4 @@ def test_foreign_part_is_discarded_not_trusted(hub: HubEmulator, tmp_path: Path)
     part.write_bytes(b"x" * 1000)  # no state record: unknown origin
     result = download.run()
     assert_complete(hub, result.path)
-    assert [range_start(r) for r in blob_gets(hub)] == [0]
+    assert_served_once(blob_gets(hub), len(source_file(hub, REPO, "main", WEIGHTS).read_bytes()))

@@ -27,6 +27,11 @@ REPO = "TheBloke/TinyLlama-GPTQ"
 WEIGHTS = "model.safetensors"
 
 
+def _bytes_done(folder: FolderState) -> int:
+    state = folder.load_part_state(WEIGHTS)
+    return 0 if state is None else state.bytes_done
+
+
 def _cdn_gets(hub: HubEmulator, since: float) -> list[object]:
     gets = [r for r in hub.requests if r.server == "cdn" and r.method == "GET" and r.time >= since]
     return sorted(gets, key=lambda r: r.time)
@@ -37,22 +42,23 @@ def test_sigkill_mid_file_then_restart_fetches_only_the_missing_range(
 ) -> None:
     target = tmp_path / "model"
     command = [sys.executable, "-m", "app.cli", "download", REPO, "--dir", str(target)]
-    part = FolderState(target).part_path(WEIGHTS)
+    folder = FolderState(target)
     private_hub.faults = Faults(path_contains="/blobs/", throttle_bps=60_000)
     proc = subprocess.Popen(
         command, cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 30
-    while not (part.exists() and part.stat().st_size >= 30_000):
+    while _bytes_done(folder) < 30_000:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the download never started"
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
-    have = part.stat().st_size
+    have = _bytes_done(folder)  # what the record says is on disk: the resume starts there
     source = (private_hub.root / REPO / "main" / WEIGHTS).read_bytes()
     assert 0 < have < len(source)
+    assert folder.part_path(WEIGHTS).read_bytes()[:have] == source[:have]
     assert FolderState(target).load_marker() is None
     assert [m.path for m in incomplete_downloads()] == [target.resolve()]  # found on the next start
 
@@ -124,7 +130,7 @@ def test_ctrl_c_leaves_a_resumable_state(private_hub: HubEmulator, tmp_path: Pat
         command, cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 30
-    while not (part.exists() and part.stat().st_size >= 20_000):
+    while _bytes_done(FolderState(target)) < 20_000:
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)

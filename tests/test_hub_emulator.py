@@ -399,6 +399,57 @@ def test_throttle_and_latency_slow_down_matching_requests(emu: HubEmulator, file
     assert time.monotonic() - start >= 0.3
 
 
+def test_link_cap_is_shared_by_all_connections(emu: HubEmulator, files: dict[str, bytes]) -> None:
+    """Four connections on a 400 kB/s link take as long as one would: more connections gain nothing."""
+    import threading
+
+    url = _resolve_url(emu, "big.txt")
+    emu.link_bps = 400_000
+    bodies: list[bytes] = []
+    start = time.monotonic()
+
+    def fetch(offset: int) -> None:
+        bodies.append(_raw_get(url, {"Range": f"bytes={offset}-"})[1])
+
+    threads = [threading.Thread(target=fetch, args=(i * 25600,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # 25600 + 51200 + 76800 + 102400 = 256000 bytes at 400 kB/s: at least ~0.64 s
+    assert time.monotonic() - start >= 0.55
+    assert sorted(len(b) for b in bodies) == [25_600, 51_200, 76_800, 102_400]
+    emu.reset()
+    assert emu.link_bps is None
+
+
+def test_faults_can_single_out_one_range(emu: HubEmulator, files: dict[str, bytes]) -> None:
+    url = _resolve_url(emu, "big.txt")
+    emu.faults = Faults(path_contains="big.txt", covering=50_000, fail_first=5)
+    assert _raw_get(url, {"Range": "bytes=0-9999"})[0].status == 206  # does not cover byte 50 000
+    assert _raw_get(url, {"Range": "bytes=40000-59999"})[0].status == 503
+    assert _raw_get(url, {"Range": "bytes=50000-"})[0].status == 503
+    assert _raw_get(url)[0].status == 503  # no Range: the whole body covers it
+    emu.faults = Faults(path_contains="big.txt", ranged_only=True, fail_first=1)
+    assert _raw_get(url)[0].status == 200
+    assert _raw_get(url, {"Range": "bytes=0-9"})[0].status == 503
+
+
+def test_ignore_range_answers_the_whole_body(emu: HubEmulator, files: dict[str, bytes]) -> None:
+    emu.faults = Faults(path_contains="big.txt", ignore_range=True)
+    response, body = _raw_get(_resolve_url(emu, "big.txt"), {"Range": "bytes=10-19"})
+    assert (response.status, body) == (200, files["big.txt"])
+
+
+def test_stall_holds_one_answer_then_continues(emu: HubEmulator, files: dict[str, bytes]) -> None:
+    emu.faults = Faults(path_contains="big.txt", stall_after_bytes=1000, stall_s=0.5)
+    start = time.monotonic()
+    _, body = _raw_get(_resolve_url(emu, "big.txt"))
+    assert time.monotonic() - start >= 0.45 and body == files["big.txt"]
+    _raw_get(_resolve_url(emu, "big.txt"))  # stall_times=1: the next answer flows
+    assert emu._counters.stalled == 1
+
+
 def test_commit_changes_when_a_file_changes(
     emu: HubEmulator, files: dict[str, bytes], tmp_path: Path
 ) -> None:

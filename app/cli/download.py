@@ -8,6 +8,14 @@ import sys
 from app.cli.args import Subcommands, positive_int
 
 
+def connection_count(text: str) -> int:
+    """An argparse type: connections per file, 1 to 16."""
+    value = positive_int(text)
+    if value > 16:
+        raise argparse.ArgumentTypeError("must be between 1 and 16")
+    return value
+
+
 def add_parser(commands: Subcommands) -> None:
     """Register ``quantdesk download``."""
     download = commands.add_parser(
@@ -20,6 +28,13 @@ def add_parser(commands: Subcommands) -> None:
     download.add_argument("repo", help="org/name or org/name:branch (default branch: main)")
     download.add_argument("--dir", default=None, help="the model folder (default: <data dir>/models/...)")
     download.add_argument("--jobs", type=positive_int, default=4, help="files in parallel (default 4)")
+    download.add_argument(
+        "--connections",
+        type=connection_count,
+        default=8,
+        metavar="N",
+        help="connections per file of 16 MiB or more, 1-16 (default 8; at most 32 in all)",
+    )
     download.add_argument("--all-files", action="store_true", help="fetch every file of the branch")
 
 
@@ -33,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
 
     ref = parse_repo_ref(args.repo)
     options = DownloadOptions(
-        target=Path(args.dir).expanduser() if args.dir else None, jobs=args.jobs, all_files=args.all_files
+        target=Path(args.dir).expanduser() if args.dir else None,
+        jobs=args.jobs,
+        connections=args.connections,
+        all_files=args.all_files,
     )
     printer = ProgressPrinter(sys.stderr)
     job = BranchDownload(ref.repo_id, ref.branch or "main", options=options, on_progress=printer)

@@ -34,7 +34,7 @@ from app.downloads.preflight import DiskUsage, check_free_space, check_owner, ex
 from app.downloads.progress import FileStatus, ProgressCallback, ProgressTracker, TrackerHooks
 from app.downloads.state import CompletionMarker, FolderState, JobRecord, PlannedFile
 from app.downloads.target import STATE_DIR_NAME, check_target, default_target, folder_error, validate_filename
-from app.downloads.transfer import FileTransfer, TransferInterrupted, TransferSettings
+from app.downloads.transfer import DEFAULT_CONNECTIONS, FileTransfer, TransferInterrupted, TransferSettings
 from app.downloads.verify import CheckStatus, check_file
 
 DEFAULT_JOBS = 4
@@ -109,6 +109,7 @@ class DownloadOptions:
     target: Path | None = None  # the model folder; default <models dir>/<org>_<name>[_<branch>]
     models_dir: Path | None = None
     jobs: int = DEFAULT_JOBS
+    connections: int = DEFAULT_CONNECTIONS  # per large file (1-16); all files share a process-wide cap
     all_files: bool = False
     margin_bytes: int | None = None  # free space kept beyond the download; None: see disk_margin
     use_hf_cache: bool = True  # reuse a complete snapshot another tool put in the HF cache
@@ -316,6 +317,7 @@ class BranchDownload:
                 hooks=hooks,
                 stop=self._stop,
                 settings=self.options.transfer,
+                connections=self.options.connections,
             )
             try:
                 transfer.run()
@@ -418,6 +420,10 @@ class BranchDownload:
         state = self.folder.load_part_state(planned.path)
         if state is None or not state.matches(planned):
             return 0
+        if not self.folder.part_path(planned.path).exists():
+            return 0
+        if state.segments:  # the part is full-size from the start: the segments say what is done
+            return min(state.bytes_done, planned.size)
         try:
             return min(self.folder.part_path(planned.path).stat().st_size, planned.size)
         except OSError:

@@ -35,6 +35,7 @@ class FileProgress:
     speed_bps: float = 0.0
     eta_s: float | None = None
     message: str = ""
+    connections: int = 0  # connections fetching this file right now
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,12 @@ class ProgressTracker:
                 self._meters[path].reset()
         self.emit(force=True)
 
+    def set_connections(self, path: str, count: int) -> None:
+        """How many connections fetch ``path`` now (shown per file); emits at the usual rate."""
+        with self._lock:
+            self._files[path] = replace(self._files[path], connections=max(0, count))
+        self.emit()
+
     def add_bytes(self, path: str, nbytes: int) -> None:
         """Bytes of ``path`` written to disk; emits at most every ``interval_s``."""
         with self._lock:
@@ -252,3 +259,6 @@ class TrackerHooks:
             message = f"retrying ({count}/{self.max_failures}) after: {cause}"
             self.tracker.set_overall(FileStatus.RUNNING, message)
         self.tracker.set_file(path, status, message, done_bytes)
+
+    def connections(self, path: str, count: int) -> None:
+        self.tracker.set_connections(path, count)

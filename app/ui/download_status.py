@@ -39,6 +39,9 @@ def running_detail(job: DownloadJob, now: float | None = None) -> str:
     finished = sum(1 for f in p.files if str(f.status) == "done")
     in_flight = sum(1 for f in p.files if str(f.status) in ("running", "verifying"))
     counts = f"{finished} of {len(p.files)} files done" + (f" · {in_flight} in flight" if in_flight else "")
+    connections = sum(f.connections for f in p.files)
+    if connections:
+        counts += f" · {connections} connection{'s' if connections != 1 else ''}"
     if p.message.startswith("retrying"):
         return f"{p.message[0].upper()}{p.message[1:]} · {counts}"
     stalled = job.stalled_for(now)

@@ -39,6 +39,7 @@ def _run(
     models_dir: Path,
     control: JobControl,
     on_progress: Any,
+    connections: int = 8,
 ) -> DownloadResult | None:
     """Worker body: build the core download, hand it to ``control``, run it to its end."""
     from app.downloads.manager import BranchDownload, DownloadOptions
@@ -46,7 +47,7 @@ def _run(
     download = BranchDownload(
         repo_id,
         branch,
-        options=DownloadOptions(target=target, models_dir=models_dir),
+        options=DownloadOptions(target=target, models_dir=models_dir, connections=connections),
         on_progress=on_progress,
     )
     if not control.attach(download):
@@ -383,6 +384,7 @@ class DownloadsController(QObject):
             self.settings.models_dir,
             job.control,
             on_progress,
+            self.settings.download_connections,
             pool=self.pool,
             connect={
                 "returned": lambda result: self._finished(key, result),

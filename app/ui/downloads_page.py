@@ -222,6 +222,7 @@ class DownloadCard(QFrame):
         metrics = files.fontMetrics()
         header.resizeSection(1, metrics.horizontalAdvance("1023.99 MiB") + 16)
         header.resizeSection(3, metrics.horizontalAdvance("1023.99 MiB/s") + 16)
+        header.resizeSection(4, 190)  # room for "running · 8 connections"
         return files
 
     def _fit_files_height(self) -> None:
@@ -305,8 +306,11 @@ class DownloadCard(QFrame):
             fraction = f.done_bytes / f.size if f.size else 1.0
             item.setData(2, FRACTION_ROLE, float(min(1.0, fraction)))
             item.setText(3, format_speed(f.speed_bps))
-            item.setText(4, f.message or str(f.status))
-            item.setToolTip(4, f.message or str(f.status))
+            state = f.message or str(f.status)
+            if f.connections > 1:
+                state += f" · {f.connections} connections"
+            item.setText(4, state)
+            item.setToolTip(4, state)
         self._fit_files_height()
 
 

@@ -16,6 +16,8 @@ from app.paths import app_paths
 HISTORY_SIZE = 12
 DEFAULT_CONTEXT = 4096
 DEFAULT_PARALLEL_DOWNLOADS = 2
+DEFAULT_DOWNLOAD_CONNECTIONS = 8
+MAX_DOWNLOAD_CONNECTIONS = 16
 SUGGESTED_REPOS = (
     "TheBloke/Llama-2-70B-GPTQ",
     "TheBloke/CausalLM-7B-GPTQ",
@@ -78,6 +80,16 @@ class UiSettings:
     @parallel_downloads.setter
     def parallel_downloads(self, count: int) -> None:
         self.qsettings.setValue("settings/parallel_downloads", int(count))
+
+    @property
+    def download_connections(self) -> int:
+        """Connections per large file (1-16)."""
+        value = _as_int(self.qsettings.value("settings/download_connections"), DEFAULT_DOWNLOAD_CONNECTIONS)
+        return max(1, min(MAX_DOWNLOAD_CONNECTIONS, value))
+
+    @download_connections.setter
+    def download_connections(self, count: int) -> None:
+        self.qsettings.setValue("settings/download_connections", int(count))
 
     @property
     def auto_resume(self) -> bool:

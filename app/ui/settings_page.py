@@ -1,5 +1,6 @@
 """The Settings page: models folder, Hugging Face token (OS keyring, with a whoami test), parallel
-downloads, auto-resume and the default context length. Keyring and network calls run in workers."""
+downloads, connections per file, auto-resume and the default context length. Keyring and network
+calls run in workers."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from app.errors import QuantDeskError
 from app.paths import app_paths
 from app.ui import theme
 from app.ui.error_center import ErrorCenter
-from app.ui.settings import UiSettings, settings_path
+from app.ui.settings import MAX_DOWNLOAD_CONNECTIONS, UiSettings, settings_path
 from app.ui.workers import start_worker
 
 MAX_CONTEXT = 1 << 20
@@ -107,6 +108,16 @@ class SettingsPage(QWidget):
         self.parallel.setToolTip("How many branch downloads run at the same time")
         self.parallel.valueChanged.connect(self._parallel_edited)
         form.addRow("Parallel downloads", self.parallel)
+        self.connections = QSpinBox()
+        self.connections.setRange(1, MAX_DOWNLOAD_CONNECTIONS)
+        self.connections.setValue(settings.download_connections)
+        self.connections.setMaximumWidth(80)
+        self.connections.setToolTip(
+            "Connections per file of 16 MiB or more: more is faster where the server caps each one. "
+            "At most 32 in all; applies to downloads started afterwards."
+        )
+        self.connections.valueChanged.connect(self._connections_edited)
+        form.addRow("Connections per file", self.connections)
         self.auto_resume = QCheckBox("Resume unfinished downloads automatically at start-up")
         self.auto_resume.setChecked(settings.auto_resume)
         self.auto_resume.toggled.connect(self._auto_resume_toggled)
@@ -263,6 +274,9 @@ class SettingsPage(QWidget):
     def _parallel_edited(self, value: int) -> None:
         self.settings.parallel_downloads = value
         self.parallel_changed.emit(value)
+
+    def _connections_edited(self, value: int) -> None:
+        self.settings.download_connections = value
 
     def _auto_resume_toggled(self, checked: bool) -> None:
         self.settings.auto_resume = checked

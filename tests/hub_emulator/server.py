@@ -3,7 +3,10 @@
 Two stdlib HTTP/1.1 servers on 127.0.0.1: the "hub" (``/api/models/...`` and ``/{repo}/resolve/...``) and a
 "cdn" on another port serving LFS blobs, so clients go through the same cross-origin 302 as with the real
 Hub. Repos are read from a directory tree (see :mod:`tests.hub_emulator.repos`); faults (latency, 5xx,
-throttling, truncated bodies, TCP resets) can be injected per request with :class:`Faults`.
+throttling, stalls, truncated bodies, TCP resets, no range support) can be injected per request, or per
+byte range, with :class:`Faults`. ``HubEmulator.link_bps`` caps the bandwidth all connections share (the
+"link"), on top of any per-connection throttle, so more connections than the link allows gain nothing.
+File bodies go out with ``os.sendfile`` so the emulator costs little CPU next to the client it serves.
 """
 
 from __future__ import annotations
@@ -21,12 +24,11 @@ import struct
 import threading
 import time
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from .faults import FaultCounters, Faults
@@ -35,7 +37,7 @@ from .repos import LFS_POINTER_SIZE, FileEntry, RepoStore, Snapshot
 FIXED_DATE = "2024-01-01T00:00:00.000Z"
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
 _CHUNK = 64 * 1024
-_THROTTLE_CHUNK = 8 * 1024
+_SENDFILE_CHUNK = 1024 * 1024  # unpaced file bodies: big zero-copy steps, counted exactly
 _TRUE = {"1", "true", "True", "yes"}
 
 
@@ -153,6 +155,29 @@ def _header_safe(value: str) -> str:
     return value.encode("ascii", "backslashreplace").decode("ascii").replace("\r", " ").replace("\n", " ")
 
 
+class _Link:
+    """A shared link of ``bps`` bytes per second: each piece of any body waits for its turn on the wire.
+
+    A virtual clock: a piece of n bytes occupies the link for n / bps seconds after the previous piece;
+    the sender sleeps until its piece has "left". Connections interleave, so together they never exceed
+    the link, and each gets its share.
+    """
+
+    def __init__(self, bps: int) -> None:
+        self.bps = bps
+        self._lock = threading.Lock()
+        self._free_at = 0.0
+
+    def wait_for(self, nbytes: int) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._free_at = max(self._free_at, now) + nbytes / self.bps
+            until = self._free_at
+        delay = until - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
 class _EmulatorHTTPServer(ThreadingHTTPServer):
     """One of the two listening servers; knows its emulator, its name and its open connections."""
 
@@ -237,7 +262,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body(headers)
             faults = emulator.faults  # one consistent view even if a test swaps it meanwhile
-            active = faults if faults.matches(self.server.name, raw_path, unquote(raw_path)) else None
+            range_header = headers.get("range")
+            matched = faults.matches(self.server.name, raw_path, unquote(raw_path), range_header)
+            active = faults if matched else None
+            if active is not None and active.ignore_range:
+                headers = {k: v for k, v in headers.items() if k != "range"}
             if active is not None and active.latency_s > 0:
                 time.sleep(active.latency_s)
             if active is not None and emulator._counters.take_failure(active):
@@ -295,48 +324,62 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, _header_safe(value))
         if "content-length" not in names:
             self.send_header("Content-Length", str(response.length))
-        cut_at = None
+        cut_at = stall_at = None
         throttle = None
+        counters = self.server.emulator._counters
         if faults is not None and self.command == "GET":
-            cut_at = self.server.emulator._counters.take_cut(faults, response.length)
+            cut_at = counters.take_cut(faults, response.length)
+            stall_at = counters.take_stall(faults, response.length)
             throttle = faults.throttle_bps if faults.throttle_bps and faults.throttle_bps > 0 else None
         budget = 0 if self.command == "HEAD" else response.length if cut_at is None else cut_at
         if budget == 0:
             self._publish(response.status, 0)
         self.end_headers()
-        chunk_size = min(_THROTTLE_CHUNK, max(1, throttle // 20)) if throttle else _CHUNK
+        link = self.server.emulator._link
+        paced = throttle is not None or link is not None
+        chunk_size = min(_CHUNK, max(1, throttle // 20)) if throttle else _CHUNK if paced else _SENDFILE_CHUNK
         t0 = time.monotonic()
-        for chunk in self._body_chunks(response, chunk_size) if budget else ():
-            chunk = chunk[: budget - self._bytes_sent]
-            if self._bytes_sent + len(chunk) >= budget:
-                self._publish(response.status, budget)
-            self.wfile.write(chunk)
-            self._bytes_sent += len(chunk)
-            if self._bytes_sent >= budget:
-                break
-            if throttle:
-                # Pace against the start time (not per chunk) so sleep overshoot doesn't accumulate.
-                delay = t0 + self._bytes_sent / throttle - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+        with contextlib.ExitStack() as stack:
+            source = stack.enter_context(response.file.open("rb")) if response.file is not None else None
+            while self._bytes_sent < budget:
+                size = min(chunk_size, budget - self._bytes_sent)
+                if stall_at is not None and self._bytes_sent < stall_at:
+                    size = min(size, stall_at - self._bytes_sent)
+                if link is not None:
+                    link.wait_for(size)
+                if self._bytes_sent + size >= budget:
+                    self._publish(response.status, budget)
+                sent = self._send_piece(response, source, size)
+                if sent == 0:
+                    # The file shrank since it was hashed: end the connection so the client sees a short body.
+                    self.close_connection = True
+                    break
+                self._bytes_sent += sent
+                if stall_at is not None and self._bytes_sent == stall_at and faults is not None:
+                    time.sleep(faults.stall_s)
+                    t0 += faults.stall_s
+                if throttle:
+                    # Pace against the start time (not per chunk) so sleep overshoot doesn't accumulate.
+                    delay = t0 + self._bytes_sent / throttle - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
         if cut_at is not None and faults is not None:
             self._cut(faults.cut_mode)
 
-    def _body_chunks(self, response: _Response, chunk_size: int) -> Iterator[bytes]:
-        if response.file is None:
-            for offset in range(0, len(response.body), chunk_size):
-                yield response.body[offset : offset + chunk_size]
-            return
-        remaining = response.file_length
-        with response.file.open("rb") as fh:
-            fh.seek(response.file_start)
-            while remaining > 0:
-                chunk = fh.read(min(chunk_size, remaining))
-                if not chunk:
-                    # The file shrank since it was hashed; stop, the client sees a short body.
-                    return
-                remaining -= len(chunk)
-                yield chunk
+    def _send_piece(self, response: _Response, source: BinaryIO | None, size: int) -> int:
+        """Send up to ``size`` body bytes; returns how many went out (0: the file has no more)."""
+        if source is None:
+            piece = response.body[self._bytes_sent : self._bytes_sent + size]
+            self.wfile.write(piece)
+            return len(piece)
+        offset = response.file_start + self._bytes_sent
+        sent = 0
+        while sent < size:
+            n = os.sendfile(self.connection.fileno(), source.fileno(), offset + sent, size - sent)
+            if n == 0:
+                break
+            sent += n
+        return sent
 
     def _cut(self, mode: str) -> None:
         """End the connection mid-body: FIN after the bytes sent so far, or an abortive RST."""
@@ -373,6 +416,7 @@ class HubEmulator:
         self._requests_lock = threading.Lock()
         self._counters = FaultCounters()
         self._faults = Faults()
+        self._link: _Link | None = None
         self._servers: list[_EmulatorHTTPServer] = []
         self._threads: list[threading.Thread] = []
 
@@ -387,6 +431,15 @@ class HubEmulator:
     def faults(self, value: Faults) -> None:
         self._counters.reset()
         self._faults = value
+
+    @property
+    def link_bps(self) -> int | None:
+        """Bandwidth shared by every connection of both servers, in body bytes per second (None: no cap)."""
+        return self._link.bps if self._link is not None else None
+
+    @link_bps.setter
+    def link_bps(self, value: int | None) -> None:
+        self._link = _Link(value) if value else None
 
     def start(self) -> HubEmulator:
         """Bind both servers to free ports and serve them from daemon threads."""
@@ -428,8 +481,9 @@ class HubEmulator:
         self.stop()
 
     def reset(self) -> None:
-        """Remove all faults, clear the request log and reset fault counters."""
+        """Remove all faults and the link cap, clear the request log and reset fault counters."""
         self.faults = Faults()
+        self.link_bps = None
         with self._requests_lock:
             self.requests.clear()
 
