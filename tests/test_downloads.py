@@ -232,7 +232,9 @@ def test_stall_reconnects_and_resumes(private_hub: HubEmulator, tmp_path: Path) 
 
 
 def test_throttled_download_reports_speed_and_eta(private_hub: HubEmulator, tmp_path: Path) -> None:
-    private_hub.faults = Faults(path_contains="/blobs/", throttle_bps=200_000)
+    # Throttled per connection: over four connections the same file must still take about a second, so
+    # the smoothed speed (first sample after a quarter second) has time to show.
+    private_hub.faults = Faults(path_contains="/blobs/", throttle_bps=60_000 if SEGMENTED else 200_000)
     events: list[DownloadProgress] = []
     make(tmp_path, progress=events.append).run()
     running = [e for e in events if e.status is FileStatus.RUNNING and e.speed_bps > 0]

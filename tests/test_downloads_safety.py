@@ -138,7 +138,10 @@ def test_damaged_job_record_keeps_the_partial_download_listed_and_resumable(
     download = make(tmp_path, target=None, models_dir=models_dir)
     _pause_midway(download)
     assert download.run().outcome is Outcome.PAUSED
-    have = download.folder.part_path(WEIGHTS).stat().st_size
+    # The part is reserved at full size up front: its record says how many bytes are really there.
+    state = download.folder.load_part_state(WEIGHTS)
+    assert state is not None and 0 < state.bytes_done < state.expected_size
+    have = state.bytes_done
     download.folder.job_path.write_bytes(damage)
 
     listed = incomplete_downloads(models_dir)

@@ -10,6 +10,7 @@ Models fetched by another tool into the HF cache (``scan_cache_dir``) are listed
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import threading
@@ -178,13 +179,31 @@ def folder_model(folder: Path) -> LocalModel | None:
 
 
 def disk_bytes(folder: Path) -> int:
-    """Bytes of every file under ``folder`` (model files, ``.part`` files, records)."""
+    """Bytes of every file under ``folder`` (model files, ``.part`` files, records).
+
+    A ``.part`` is reserved at its full size when its download starts, so it counts with the bytes its
+    record says were received: what a person reads as "52 KiB of 250 KiB" is what arrived.
+    """
     total = 0
     for path in folder.rglob("*"):
         with contextlib.suppress(OSError):
             if path.is_file() and not path.is_symlink():
-                total += path.stat().st_size
+                size = path.stat().st_size
+                if path.suffix == ".part":
+                    size = min(size, _received(path))
+                total += size
     return total
+
+
+def _received(part: Path) -> int:
+    """Bytes received into a ``.part`` file according to its state record (its size when unreadable)."""
+    record = part.with_name(part.name + ".json")
+    try:
+        data = json.loads(record.read_bytes().decode("utf-8"))
+        done = int(data.get("bytes_done", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return part.stat().st_size
+    return max(0, done)
 
 
 def hf_cache_models(cache_dir: Path | None = None) -> list[LocalModel]:
