@@ -35,6 +35,7 @@ from app.backends.base import (
     Tokenizer,
 )
 from app.backends.preflight import (
+    backend_failure,
     check_architecture,
     check_cancel,
     check_files,
@@ -321,7 +322,8 @@ def load(
     check_files(model_dir, config)
     from gptqmodel.models.auto import MODEL_MAP
 
-    check_architecture(
+    # True only when the folder ships code the user allowed; every other load passes False explicitly.
+    run_repo_code = check_architecture(
         model_dir,
         config,
         set(configuration_auto.__dict__["CONFIG_MAPPING_NAMES"]) | set(MODEL_MAP),
@@ -349,7 +351,7 @@ def load(
             str(model_dir),
             device=str(device),
             backend=BACKEND.TORCH if device.type == "cpu" else BACKEND.AUTO,
-            trust_remote_code=settings.trust_remote_code,
+            trust_remote_code=run_repo_code,
         )
     except torch.OutOfMemoryError as exc:
         raise OutOfMemoryError(
@@ -361,6 +363,8 @@ def load(
         raise MissingFilesError(
             str(model_dir), [Path(exc.filename or str(exc)).name], detail=str(exc)
         ) from exc
+    except Exception as exc:  # the library's own failure (e.g. IndexError dequantizing broken weights)
+        raise backend_failure(model_dir, "GPTQModel", exc) from exc
     load_seconds = time.perf_counter() - started
     if cancel is not None and cancel.is_set():
         del qmodel
