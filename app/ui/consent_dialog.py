@@ -60,7 +60,7 @@ def ask_and_allow(
     parent: QWidget | None,
     error: RemoteCodeConsentError,
     then: Callable[[], None],
-    failed: Callable[[BaseException], None] | None = None,
+    failed: Callable[[BaseException], object] | None = None,
 ) -> bool:
     """Ask; on yes record the consent off the GUI thread, then call ``then`` (load again).
 
