@@ -87,6 +87,17 @@ def setup_logging(verbose: bool = False) -> Path | None:
     return path
 
 
+def shutdown_logging() -> None:
+    """Undo :func:`setup_logging`: its handlers are closed and warnings are shown as Python shows them."""
+    root = logging.getLogger()
+    for handler in _state.handlers:
+        root.removeHandler(handler)
+        handler.close()
+    _state.handlers = []
+    _state.configured = False
+    logging.captureWarnings(False)
+
+
 def adopt_library_loggers() -> None:
     """Take the libraries' own console handlers off their loggers, so their records reach the log file.
 
