@@ -24,6 +24,7 @@ from app.backends.remote_code import find_remote_code
 from app.catalog.architecture import Architecture, architecture_from_config
 from app.catalog.vram import CacheType, kv_cache_bytes
 from app.errors import (
+    BackendError,
     LoadCancelledError,
     MissingFilesError,
     ModelLoadError,
@@ -130,16 +131,20 @@ def check_architecture(
     )
 
 
-def backend_failure(model_dir: Path, backend: str, exc: BaseException) -> ModelLoadError:
-    """A library's unexpected failure while loading, as a sentence naming the model and the backend.
+def backend_failure(
+    model_dir: Path, backend: str, exc: BaseException, *, during: str = "load"
+) -> BackendError:
+    """A library's unexpected failure, as a sentence naming the model and the backend.
 
-    The library's own words are kept short in the message (the full text goes to ``detail``), since
-    they are what a bug report needs, but never a traceback.
+    ``during`` is "load" (a ModelLoadError) or "generate" (a BackendError). The library's own words are
+    kept short in the message (the full traceback goes to ``detail``): they are what a bug report needs.
     """
     text = " ".join(str(exc).split())
     said = f": {text[:160]}{'…' if len(text) > 160 else ''}" if text else ""
-    return ModelLoadError(
-        f"{backend} failed to load the model in {model_dir} ({type(exc).__name__}{said}).",
+    what = "failed to load" if during == "load" else "failed while generating with"
+    kind = ModelLoadError if during == "load" else BackendError
+    return kind(
+        f"{backend} {what} the model in {model_dir} ({type(exc).__name__}{said}).",
         "Its files may be damaged or in a form this backend cannot read: download the branch again, "
         "or pick another backend.",
         detail="".join(traceback.format_exception(exc)),

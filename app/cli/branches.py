@@ -129,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"warning [{row.info.branch}]: {warning}")
     if catalog.stale:
         print(f"note: {catalog.stale_reason}", file=sys.stderr)
+    if catalog_service.cache.write_error:
+        print(f"note: {catalog_service.cache.write_error}", file=sys.stderr)
     return 0
 
 
