@@ -27,6 +27,8 @@ from app.paths import app_paths
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LIBRARY_LOGGER = "quantdesk.library"  # where directly printed library output is logged
 _MAX_LOG_BYTES = 5 * 1024 * 1024
+# HTTP clients log every request URL at INFO; a URL may carry credentials (user:key@host): keep them out.
+_URL_LOGGERS = ("httpx", "httpx2", "httpcore", "urllib3")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -80,6 +82,8 @@ def setup_logging(verbose: bool = False) -> Path | None:
         handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(logging.INFO)
+    for name in _URL_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     logging.captureWarnings(True)
     _state.configured = True
     _state.verbose = verbose

@@ -72,6 +72,7 @@ def test_library_output_logs_prints_warnings_and_library_handlers(capsys: object
             print("a warning printed on stderr", file=sys.stderr)
             warnings.warn("a library warning", UserWarning, stacklevel=1)
             library.warning("a library log record")
+            logging.getLogger("httpx").info("HTTP Request: GET http://user:sk-secret@host/v1/models")
         captured = capsys.readouterr()  # type: ignore[attr-defined]
         assert captured.out == "" and captured.err == ""
         logged = log_file().read_text(encoding="utf-8")
@@ -83,6 +84,7 @@ def test_library_output_logs_prints_warnings_and_library_handlers(capsys: object
         ):
             assert text in logged
         assert "\x1b[" not in logged
+        assert "sk-secret" not in logged  # request URLs (which may carry a key) are not logged
         print("after the block")
         assert capsys.readouterr().out == "after the block\n"  # type: ignore[attr-defined]
     finally:
