@@ -1,9 +1,8 @@
-"""``quantdesk chat`` and ``quantdesk render``: argument definitions and handlers.
+"""``quantdesk chat`` with a local model: argument definitions and handlers.
 
-``app.cli.chat_command`` and ``app.cli.render_command`` register these subcommands and call
-:func:`run_chat`/:func:`run_render`. Nothing
-heavy is imported here at module level: a backend (torch, gptqmodel) loads only inside
-:func:`run_chat`, once a model is about to be loaded.
+``app.cli.chat_command`` registers the subcommand and calls :func:`run_chat` (``quantdesk render`` lives
+in :mod:`app.cli.render_command`). Nothing heavy is imported here at module level: a backend (torch,
+gptqmodel) loads only inside :func:`run_chat`, once a model is about to be loaded.
 """
 
 from __future__ import annotations
