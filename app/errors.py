@@ -120,13 +120,24 @@ class UnsupportedArchitectureError(ModelLoadError):
 
 
 class RemoteCodeConsentError(ModelLoadError):
-    """The model needs its own Python code (trust_remote_code) and the user has not agreed to run it."""
+    """The model ships its own Python code (``auto_map``, ``*.py``) and the user has not agreed to run it.
 
-    def __init__(self, model_dir: str, architecture: str, *, detail: str = "") -> None:
+    ``code`` names the files; ``fingerprint`` identifies that exact code, so a consent given in a dialog
+    is recorded for what the user saw.
+    """
+
+    def __init__(
+        self, model_dir: str, architecture: str, *, code: str = "", fingerprint: str = "", detail: str = ""
+    ) -> None:
+        self.model_dir = model_dir
         self.architecture = architecture
+        self.code = code
+        self.fingerprint = fingerprint
+        shipped = f" ({code})" if code else ""
         super().__init__(
-            f"The model {architecture} in {model_dir} needs to run Python code shipped with it.",
-            "Only allow this for repos you trust: enable 'Trust remote code' for this model to load it.",
+            f"The model in {model_dir} ships its own Python code{shipped}, which QuantDesk runs only with "
+            "your consent.",
+            "Allow it only for a repo you trust.",
             detail=detail,
         )
 

@@ -226,7 +226,7 @@ def test_remote_code_needs_consent_and_unknown_architectures_are_refused(
     )
     with pytest.raises(RemoteCodeConsentError) as err:
         GPTQModelRules().load(custom, LoadSettings(device="cpu"))
-    assert "QuantDeskCustomForCausalLM" in err.value.user_message and "Trust remote code" in err.value.hint
+    assert "auto_map in config.json" in err.value.user_message and "consent" in err.value.user_message
 
     unknown = _copy(tiny_models[TINY_MAIN], tmp_path / "unknown")
     _edit_config(unknown, model_type="quantdesk_unknown", architectures=["MysteryForCausalLM"])

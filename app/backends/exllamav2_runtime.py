@@ -43,8 +43,10 @@ from app.backends.base import (
     Tokenizer,
 )
 from app.backends.preflight import (
+    backend_failure,
     check_cancel,
     check_files,
+    check_remote_code,
     context_length,
     load_estimate_bytes,
     read_config,
@@ -218,14 +220,20 @@ def load(
     report = progress or (lambda fraction, message: None)
     config_json = read_config(model_dir)
     check_files(model_dir, config_json)
+    # ExLlamaV2 never imports a repo's modules (it has no trust_remote_code), but a folder that ships
+    # code is held to the same consent as with every other backend.
+    check_remote_code(model_dir, config_json, settings.trust_remote_code)
     if not torch.cuda.is_available():
         raise ModelLoadError("ExLlamaV2 needs a CUDA GPU; PyTorch sees none.", "Use GPTQModel instead.")
     context = context_length(config_json, settings.context_length)
     cache_class = _CACHE_CLASSES.get(settings.cache_type, ExLlamaV2Cache)
     started = time.perf_counter()
-    config = ExLlamaV2Config(str(model_dir))
-    config.max_seq_len = context
-    model = ExLlamaV2(config)
+    try:
+        config = ExLlamaV2Config(str(model_dir))
+        config.max_seq_len = context
+        model = ExLlamaV2(config)
+    except Exception as exc:  # a config.json or weight layout the library cannot read
+        raise backend_failure(model_dir, "ExLlamaV2", exc) from exc
 
     def callback(done: int, total: int) -> None:
         report(0.1 + 0.85 * done / max(total, 1), f"Loading layer {done} of {total}")
@@ -251,6 +259,10 @@ def load(
         free = sum(int(torch.cuda.mem_get_info(i)[0]) for i in range(torch.cuda.device_count()))
         estimate = load_estimate_bytes(model_dir, config_json, context)
         raise OutOfMemoryError("GPU", estimate, free, detail=str(exc)) from exc
+    except Exception as exc:  # the library's own failure (broken weights, an unexpected layout)
+        model.unload()
+        torch.cuda.empty_cache()
+        raise backend_failure(model_dir, "ExLlamaV2", exc) from exc
     check_cancel(cancel)
     report(1.0, "Loaded")
     return ExLlamaV2Loaded(

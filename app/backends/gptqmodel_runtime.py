@@ -35,6 +35,7 @@ from app.backends.base import (
     Tokenizer,
 )
 from app.backends.preflight import (
+    backend_failure,
     check_architecture,
     check_cancel,
     check_files,
@@ -45,7 +46,13 @@ from app.backends.preflight import (
     release_memory,
     rss_bytes,
 )
-from app.errors import MissingFilesError, ModelLoadError, OutOfMemoryError, PromptTooLongError
+from app.errors import (
+    MissingFilesError,
+    ModelLoadError,
+    OutOfMemoryError,
+    PromptTooLongError,
+    QuantDeskError,
+)
 from app.stop_strings import StopStringMatcher
 
 # TORCHDYNAMO_DISABLE is read when torch is first imported; if anything imported torch before
@@ -273,17 +280,26 @@ class GPTQModelLoaded:
             raise ModelLoadError("The model has been unloaded.", "Load it again to chat.")
         ids = self._prompt_ids(prompt)
         with self._lock:  # one generation at a time: the model holds no per-request state, but memory does
-            yield from stream_generate(
-                self.model,
-                self.tokenizer,
-                ids,
-                sampling,
-                stop,
-                cancel,
-                eos=self._eos,
-                context=self.context_length,
-                device=self.device,
-            )
+            try:
+                yield from stream_generate(
+                    self.model,
+                    self.tokenizer,
+                    ids,
+                    sampling,
+                    stop,
+                    cancel,
+                    eos=self._eos,
+                    context=self.context_length,
+                    device=self.device,
+                )
+            except QuantDeskError:
+                raise
+            except torch.OutOfMemoryError as exc:
+                raise OutOfMemoryError(
+                    "GPU", 0, int(torch.cuda.mem_get_info(self.device)[0]), detail=str(exc)
+                ) from exc
+            except Exception as exc:  # the library failing inside a forward pass
+                raise backend_failure(self.model_dir, "GPTQModel", exc, during="generate") from exc
 
     def unload(self) -> None:
         """Drop every reference to the model and give the memory back (RSS or CUDA)."""
@@ -292,6 +308,14 @@ class GPTQModelLoaded:
         release_memory()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def warm_up(model: Any, device: torch.device) -> None:
+    """One forward pass over a single token (id 0), without a cache: the model can run, or this raises."""
+    with torch.inference_mode():
+        model(
+            input_ids=torch.zeros((1, 1), dtype=torch.long, device=device), use_cache=False, logits_to_keep=1
+        )
 
 
 def _choose_device(settings: LoadSettings) -> torch.device:
@@ -321,7 +345,8 @@ def load(
     check_files(model_dir, config)
     from gptqmodel.models.auto import MODEL_MAP
 
-    check_architecture(
+    # True only when the folder ships code the user allowed; every other load passes False explicitly.
+    run_repo_code = check_architecture(
         model_dir,
         config,
         set(configuration_auto.__dict__["CONFIG_MAPPING_NAMES"]) | set(MODEL_MAP),
@@ -349,7 +374,7 @@ def load(
             str(model_dir),
             device=str(device),
             backend=BACKEND.TORCH if device.type == "cpu" else BACKEND.AUTO,
-            trust_remote_code=settings.trust_remote_code,
+            trust_remote_code=run_repo_code,
         )
     except torch.OutOfMemoryError as exc:
         raise OutOfMemoryError(
@@ -361,11 +386,22 @@ def load(
         raise MissingFilesError(
             str(model_dir), [Path(exc.filename or str(exc)).name], detail=str(exc)
         ) from exc
-    load_seconds = time.perf_counter() - started
+    except Exception as exc:  # the library's own failure (e.g. IndexError dequantizing broken weights)
+        raise backend_failure(model_dir, "GPTQModel", exc) from exc
     if cancel is not None and cancel.is_set():
         del qmodel
         release_memory()
         check_cancel(cancel)
+    report(0.9, "Checking that the model runs")
+    try:
+        # GPTQModel dequantizes lazily: damaged weights (an out-of-range g_idx) fail only in a forward
+        # pass. One token now makes that a load failure, not a crash on the first message.
+        warm_up(qmodel.model, device)
+    except Exception as exc:
+        del qmodel
+        release_memory()
+        raise backend_failure(model_dir, "GPTQModel", exc) from exc
+    load_seconds = time.perf_counter() - started
     if device.type == "cuda":
         memory = int(torch.cuda.memory_allocated(device))
     else:

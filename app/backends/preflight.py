@@ -13,17 +13,21 @@ import gc
 import json
 import os
 import threading
+import traceback
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from app.backends.remote_code import find_remote_code
 from app.catalog.architecture import Architecture, architecture_from_config
 from app.catalog.vram import CacheType, kv_cache_bytes
 from app.errors import (
+    BackendError,
     LoadCancelledError,
     MissingFilesError,
+    ModelLoadError,
     OutOfMemoryError,
     RemoteCodeConsentError,
     UnsupportedArchitectureError,
@@ -82,30 +86,68 @@ def architecture_label(config: Mapping[str, Any]) -> str:
     return str(config.get("model_type") or "unknown")
 
 
+def check_remote_code(model_dir: Path, config: Mapping[str, Any], trust_remote_code: bool) -> bool:
+    """RemoteCodeConsentError when ``model_dir`` ships Python code and the user has not consented.
+
+    Any ``auto_map`` or ``*.py`` file counts, whatever the model type: a known ``model_type`` does not
+    stop loaders from importing the repo's module (GPTQModel pre-imports ``auto_map`` classes even with
+    ``trust_remote_code=False``). Returns whether the folder has such code (then the load may pass
+    ``trust_remote_code=True``, as the user allowed it).
+    """
+    code = find_remote_code(model_dir)
+    if code is None and not config.get("auto_map"):
+        return False
+    if not trust_remote_code:
+        raise RemoteCodeConsentError(
+            str(model_dir),
+            architecture_label(config),
+            code=code.summary if code else "auto_map in config.json",
+            fingerprint=code.fingerprint if code else "",
+        )
+    return True
+
+
 def check_architecture(
     model_dir: Path,
     config: Mapping[str, Any],
     known_model_types: Collection[str],
     trust_remote_code: bool,
     backend: str,
-) -> None:
-    """Refuse a model the backend cannot build: unknown without remote code, or remote code without consent.
+) -> bool:
+    """Refuse a model the backend cannot build: remote code without consent, or an unknown architecture.
 
     ``known_model_types`` are the model types the backend (and transformers) implement themselves.
-    A model whose config.json maps to its own code (``auto_map``) needs the user's consent unless its
-    type is known anyway.
+    The remote-code check comes first and runs for every model. Returns whether the model ships code
+    the user allowed to run (the only case in which a loader gets ``trust_remote_code=True``).
     """
+    has_code = check_remote_code(model_dir, config, trust_remote_code)
     model_type = str(config.get("model_type") or "")
+    if model_type in known_model_types or (has_code and config.get("auto_map")):
+        return has_code
     label = architecture_label(config)
-    if model_type in known_model_types:
-        return
-    if config.get("auto_map"):
-        if not trust_remote_code:
-            raise RemoteCodeConsentError(str(model_dir), label)
-        return
     raise UnsupportedArchitectureError(
         f"{backend} cannot load the {label} architecture (model type '{model_type or 'missing'}').",
         "Pick another backend or a model of a supported family.",
+    )
+
+
+def backend_failure(
+    model_dir: Path, backend: str, exc: BaseException, *, during: str = "load"
+) -> BackendError:
+    """A library's unexpected failure, as a sentence naming the model and the backend.
+
+    ``during`` is "load" (a ModelLoadError) or "generate" (a BackendError). The library's own words are
+    kept short in the message (the full traceback goes to ``detail``): they are what a bug report needs.
+    """
+    text = " ".join(str(exc).split())
+    said = f": {text[:160]}{'…' if len(text) > 160 else ''}" if text else ""
+    what = "failed to load" if during == "load" else "failed while generating with"
+    kind = ModelLoadError if during == "load" else BackendError
+    return kind(
+        f"{backend} {what} the model in {model_dir} ({type(exc).__name__}{said}).",
+        "Its files may be damaged or in a form this backend cannot read: download the branch again, "
+        "or pick another backend.",
+        detail="".join(traceback.format_exception(exc)),
     )
 
 

@@ -6,7 +6,9 @@ moved. A corrupt or foreign cache file is ignored (and later overwritten), never
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from app.atomic_files import write_json_atomic
 from app.catalog.branch import BranchInfo
 
 CACHE_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +37,7 @@ class CatalogCache:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.write_error: str | None = None  # why the last save failed (a sentence), None when it worked
 
     def path_for(self, repo_id: str) -> Path:
         """The cache file of a repo (ids are validated, but '/' must not become a directory)."""
@@ -57,7 +61,11 @@ class CatalogCache:
             return None
 
     def save(self, record: CachedRepo) -> None:
-        """Write atomically: a crash mid-write leaves the previous file intact."""
+        """Write atomically: a crash mid-write leaves the previous file intact.
+
+        A write that fails (a full disk, a read-only cache folder) is not an error: the record is just
+        not cached, and :attr:`write_error` says why.
+        """
         payload = {
             "version": CACHE_VERSION,
             "repo_id": record.repo_id,
@@ -67,4 +75,16 @@ class CatalogCache:
             "card_commit": record.card_commit,
             "card_text": record.card_text,
         }
-        write_json_atomic(self.path_for(record.repo_id), payload, sort_keys=False)
+        try:
+            write_json_atomic(self.path_for(record.repo_id), payload, sort_keys=False)
+        except OSError as exc:
+            # The table was fetched; failing to remember it (full disk, read-only cache) must not lose it.
+            full = exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+            reason = "the disk is full" if full else (exc.strerror or str(exc))
+            self.write_error = (
+                f"The table of {record.repo_id} could not be cached in {self.directory} ({reason}); "
+                "it will be fetched again next time" + (": free some space." if full else ".")
+            )
+            log.warning("%s", self.write_error)
+            return
+        self.write_error = None

@@ -1,15 +1,17 @@
 """The few Hub calls the catalog makes, with huggingface_hub's failures turned into QuantDesk errors.
 
-huggingface_hub does the HTTP, auth headers and pagination; this module adds retries where the
-library has none (refs, small-file GETs), reads the endpoint at call time (the library reads
-``HF_ENDPOINT`` only at import) and maps every failure to :mod:`app.errors`.
+huggingface_hub does the HTTP client, auth headers and error typing; this module retries every call
+(refs, the file tree, small-file GETs) with QuantDesk's one bounded backoff (:mod:`app.retry`: 5xx, 429
+and dropped connections, honouring Retry-After), reads the endpoint at call time (the library reads
+``HF_ENDPOINT`` only at import) and maps every failure to :mod:`app.errors`. The tree is listed here
+rather than with ``HfApi.list_repo_tree``, whose own retry loop waits out any Retry-After, however long.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,15 +27,14 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils._headers import build_hf_headers
 
 from app import errors
 from app.catalog.branch import FileEntry
+from app.retry import DEFAULT_POLICY, BackoffPolicy, Transient, call_with_backoff, retry_after_from
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _T = TypeVar("_T")
-_RETRY_DELAYS = (0.2, 0.6)  # two retries: a brief 5xx burst or reset recovers, a dead server fails fast
 _TIMEOUT = 15.0
 _MAX_TEXT_BYTES = 8 * 1024 * 1024
 
@@ -61,20 +62,23 @@ def hub_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT).rstrip("/")
 
 
-class _TransientError(Exception):
-    """A failure worth retrying (5xx or transport)."""
+class _TransientError(Transient):
+    """A failure worth retrying (5xx, 429 or transport), with the server's Retry-After if it sent one."""
 
-    def __init__(self, error: errors.HubError) -> None:
-        super().__init__(error.message)
-        self.error = error
+    def __init__(self, error: errors.HubError, retry_after: float | None = None) -> None:
+        super().__init__(error, retry_after)
+        self.error: errors.HubError = error
 
 
 class HubClient:
     """Reads refs, trees and small text files of model repos."""
 
-    def __init__(self, token: str | None = None, endpoint: str | None = None) -> None:
+    def __init__(
+        self, token: str | None = None, endpoint: str | None = None, policy: BackoffPolicy | None = None
+    ) -> None:
         self.token = token
         self.endpoint = endpoint or hub_endpoint()
+        self.policy = policy or DEFAULT_POLICY
         # token=False stops huggingface_hub from silently using a token file we did not choose.
         self._api = HfApi(endpoint=self.endpoint, token=token or False)
 
@@ -87,34 +91,31 @@ class HubClient:
 
     def tree(self, repo_id: str, commit: str, branch: str) -> list[FileEntry]:
         """Every file of the branch at ``commit`` (recursive), with sizes and LFS sha256."""
-
-        def fetch() -> list[FileEntry]:
-            entries = self._api.list_repo_tree(
-                repo_id, recursive=True, revision=commit, token=self.token or False
-            )
-            return [
-                FileEntry(e.path, int(e.size), e.lfs.sha256 if e.lfs else None)
-                for e in entries
-                if isinstance(e, RepoFile)
-            ]
-
-        # list_repo_tree already retries 5xx with backoff (up to ~23 s); retrying again would triple it.
-        return self._call(repo_id, branch, fetch, retry=False)
+        return [FileEntry(f.path, f.size, f.sha256) for f in self.file_tree(repo_id, commit, branch)]
 
     def file_tree(self, repo_id: str, commit: str, branch: str) -> list[RemoteFile]:
-        """Like :meth:`tree`, plus each file's git blob oid (lets an update skip unchanged small files)."""
+        """Like :meth:`tree`, plus each file's git blob oid (lets an update skip unchanged small files).
 
-        def fetch() -> list[RemoteFile]:
-            entries = self._api.list_repo_tree(
-                repo_id, recursive=True, revision=commit, token=self.token or False
-            )
-            return [
-                RemoteFile(e.path, int(e.size), e.lfs.sha256 if e.lfs else None, e.blob_id)
-                for e in entries
-                if isinstance(e, RepoFile)
-            ]
+        Pages are followed through the ``Link`` header; each page is retried on its own.
+        """
+        url: str | None = f"{self.endpoint}/api/models/{repo_id}/tree/{quote(commit, safe='')}"
+        params: dict[str, str] | None = {"recursive": "true", "expand": "false"}
+        files: list[RemoteFile] = []
+        while url is not None:
+            page, url = self._call(repo_id, branch, functools.partial(self._get_page, url, params))
+            params = None  # the next-page URL carries its own query
+            files.extend(_remote_file(entry) for entry in page if entry.get("type") == "file")
+        return files
 
-        return self._call(repo_id, branch, fetch, retry=False)
+    def _get_page(self, url: str, params: dict[str, str] | None) -> tuple[list[dict[str, Any]], str | None]:
+        headers = build_hf_headers(token=self.token or False)
+        response = get_session().get(url, params=params, headers=headers, timeout=_TIMEOUT)
+        hf_raise_for_status(response)
+        page = response.json()
+        if not isinstance(page, list) or not all(isinstance(entry, dict) for entry in page):
+            raise ValueError("a tree page is not a list of entries")
+        next_url = response.links.get("next", {}).get("url")
+        return page, str(next_url) if next_url else None
 
     def branch_commit(self, repo_id: str, branch: str) -> str:
         """The commit a branch points at now; RevisionNotFoundError when there is no such branch."""
@@ -173,20 +174,28 @@ class HubClient:
 
     # -- error handling -----------------------------------------------------------------------------
 
-    def _call(self, repo_id: str, branch: str | None, fn: Callable[[], _T], retry: bool = True) -> _T:
-        for delay in (*(_RETRY_DELAYS if retry else ()), None):
+    def _call(self, repo_id: str, branch: str | None, fn: Callable[[], _T]) -> _T:
+        """``fn()`` with its failures mapped to QuantDesk errors, transient ones retried by the policy."""
+
+        def attempt() -> _T:
             try:
-                try:
-                    return fn()
-                except errors.QuantDeskError:
-                    raise
-                except Exception as exc:
-                    raise self._translate(exc, repo_id, branch) from exc
-            except _TransientError as transient:
-                if delay is None:
-                    raise transient.error from transient.__cause__
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+                return fn()
+            except errors.QuantDeskError:
+                raise
+            except Exception as exc:
+                raise self._translate(exc, repo_id, branch) from exc
+
+        def give_up(transient: Transient) -> Exception:
+            wait = transient.retry_after
+            if wait is not None and self.policy.too_long(wait):
+                return errors.HubServerError(
+                    f"The Hub is limiting requests for {repo_id} and asks to wait {_duration(wait)}.",
+                    f"Try again in {_duration(wait)}.",
+                    detail=str(transient.error),
+                )
+            return transient.error
+
+        return call_with_backoff(attempt, self.policy, give_up=give_up)
 
     def _translate(self, exc: Exception, repo_id: str, branch: str | None) -> Exception:
         repo_url = f"{self.endpoint}/{repo_id}"
@@ -224,7 +233,8 @@ class HubClient:
             if status in (501, 505):
                 return server_error
             if status >= 500 or status == 429:
-                return _TransientError(server_error)
+                headers = exc.response.headers if exc.response is not None else None
+                return _TransientError(server_error, retry_after_from(headers))
             return errors.HubError(f"The Hub refused the request for {repo_id} ({status}).", detail=str(exc))
         if isinstance(exc, OfflineModeIsEnabled):
             return errors.NetworkError(
@@ -246,3 +256,23 @@ class HubClient:
                 detail=f"{exc.__class__.__name__}: {exc}",
             )
         return exc
+
+
+def _remote_file(entry: dict[str, Any]) -> RemoteFile:
+    """A file entry of the Hub's tree listing (``lfs.oid`` is the sha256 of an LFS file's content)."""
+    lfs = entry.get("lfs")
+    return RemoteFile(
+        path=str(entry["path"]),
+        size=int(entry["size"]),
+        sha256=str(lfs["oid"]) if isinstance(lfs, dict) and lfs.get("oid") else None,
+        git_oid=str(entry.get("oid") or ""),
+    )
+
+
+def _duration(seconds: float) -> str:
+    """``45 s``, ``3 min``, ``2 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"

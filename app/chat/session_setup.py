@@ -154,8 +154,28 @@ def load_local(
     progress: Callable[[float, str], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> LoadedModel:
-    """Load the folder with the selected backend (typed ModelLoadError on failure)."""
-    return selection.backend.load(files.model_dir, settings, progress, cancel)
+    """Load the folder with the selected backend (typed ModelLoadError on failure).
+
+    A folder that ships its own Python code loads only with the consent recorded for it
+    (:mod:`app.backends.remote_code`; RemoteCodeConsentError otherwise, before any backend import),
+    whatever ``settings.trust_remote_code`` says. The libraries' banners and logs during the import
+    and the load go to the log file (:func:`app.logging_setup.library_output`).
+    """
+    from app.backends.preflight import backend_failure, check_remote_code, read_config
+    from app.backends.remote_code import remote_code_allowed
+    from app.errors import QuantDeskError
+    from app.logging_setup import library_output
+
+    allowed = remote_code_allowed(files.model_dir)
+    check_remote_code(files.model_dir, read_config(files.model_dir), allowed)
+    settings = replace(settings, trust_remote_code=allowed)
+    try:
+        with library_output():
+            return selection.backend.load(files.model_dir, settings, progress, cancel)
+    except QuantDeskError:
+        raise
+    except Exception as exc:  # an import or load failure inside the library, as one sentence
+        raise backend_failure(files.model_dir, selection.backend.display_name, exc) from exc
 
 
 def record_memory(profiles: ProfileStore, plan: ChatPlan, model: LoadedModel) -> Profile:

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 
 from app import __version__
 from app.errors import QuantDeskError
+from app.logging_setup import setup_logging
 
+_VERBOSE_HELP = "also show the libraries' logs and warnings on stderr (they always go to the log file)"
 _COMMANDS_HELP = "Run 'quantdesk branches TheBloke/Llama-2-70B-GPTQ' to see a repo's quantization branches."
 
 # Subcommand name → module under app.cli holding its add_parser/run. Order is the order of --help.
@@ -35,9 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_COMMANDS_HELP,
     )
     parser.add_argument("--version", action="version", version=f"quantdesk {__version__}")
+    parser.add_argument("--verbose", "-v", action="store_true", help=_VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS.values():
         importlib.import_module(module).add_parser(commands)
+    for command in commands.choices.values():  # also after the command: `quantdesk chat DIR --verbose`
+        command.add_argument(
+            "--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP
+        )
     return parser
 
 
@@ -45,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``quantdesk`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Before anything imports a library: their logs, warnings and banners go to the log file.
+    setup_logging(verbose=args.verbose)
     if args.command is None:
         # No command: open the main window (Qt is imported only on this path; --help prints help).
         from app.ui.app import run_gui

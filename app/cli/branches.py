@@ -182,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {catalog.stale_reason}", file=sys.stderr)
     if catalog.access_note:
         print(f"note: {catalog.access_note}", file=sys.stderr)
+    if catalog_service.cache.write_error:
+        print(f"note: {catalog_service.cache.write_error}", file=sys.stderr)
     return 0
 
 

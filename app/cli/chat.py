@@ -1,15 +1,13 @@
-"""``quantdesk chat`` and ``quantdesk render``: argument definitions and handlers.
+"""``quantdesk chat`` with a local model: argument definitions and handlers.
 
-``app.cli.chat_command`` and ``app.cli.render_command`` register these subcommands and call
-:func:`run_chat`/:func:`run_render`. Nothing
-heavy is imported here at module level: a backend (torch, gptqmodel) loads only inside
-:func:`run_chat`, once a model is about to be loaded.
+``app.cli.chat_command`` registers the subcommand and calls :func:`run_chat` (``quantdesk render`` lives
+in :mod:`app.cli.render_command`). Nothing heavy is imported here at module level: a backend (torch,
+gptqmodel) loads only inside :func:`run_chat`, once a model is about to be loaded.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from app.backends.base import StopReason
-from app.chat.detection import TemplateChoice, detect_for_model
+from app.backends.remote_code import allow_remote_code
 from app.chat.engine import ChatSession, ReplyEnd
 from app.chat.model_files import ModelFiles, read_model_files
 from app.chat.profiles import ModelSettings, ProfileStore, effective_settings
@@ -31,18 +29,14 @@ from app.chat.session_setup import (
     record_memory,
     select_backend,
 )
-from app.chat.templates import (
-    DEFAULT_BOS_TOKEN,
-    DEFAULT_EOS_TOKEN,
-    ChatMessage,
-    Role,
-    get_template,
-    load_user_templates,
-    render_text,
-    template_names,
-)
 from app.cli.args import positive_int
-from app.errors import ChatError, ChatModelNotFoundError, InvalidRepoIdError, QuantDeskError
+from app.cli.render_command import render_prompt as render_prompt  # its old home; tests import it here
+from app.errors import (
+    ChatModelNotFoundError,
+    InvalidRepoIdError,
+    QuantDeskError,
+    RemoteCodeConsentError,
+)
 
 BACKEND_CHOICES = ("auto", "gptqmodel", "exllamav2")
 REPL_HELP = (
@@ -81,109 +75,17 @@ def add_chat_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     chat.add_argument(
         "--save-profile", action="store_true", help="store these options in the model's profile"
     )
-
-
-def add_render_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``quantdesk render``."""
-    render = commands.add_parser(
-        "render",
-        help="print the exact prompt a template makes of a conversation",
-        description="Print the exact prompt text a template produces for the messages in FILE.json "
-        '(a list of {role, content}, or {"messages": [...]}), BOS/EOS spelled as the tokenizer\'s '
-        "strings ('<s>'/'</s>' without --model). Templates: " + ", ".join(template_names()) + ".",
-    )
-    render.add_argument("--template", default=None, help="template name (default: detected from --model)")
-    render.add_argument("--system", default=None, help="system prompt ('' for none; default: the template's)")
-    render.add_argument("--messages", required=True, type=Path, help="JSON file with the messages")
-    render.add_argument(
-        "--model", type=Path, default=None, help="model folder: its tokenizer's BOS/EOS and template"
-    )
-    render.add_argument(
-        "--no-generation-prompt", action="store_true", help="do not open the assistant's turn at the end"
+    chat.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow the Python code shipped with this model folder to run (remembered for the folder; "
+        "only for repos you trust)",
     )
 
 
-# -- render -------------------------------------------------------------------------------------------
-
-
-def _read_messages(path: Path) -> list[ChatMessage]:
-    try:
-        data: Any = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ChatError(f"Cannot read {path}: {exc.strerror or exc}.", "Check the path.") from exc
-    except ValueError as exc:
-        raise ChatError(f"{path} is not valid JSON: {exc}.", "Fix the file.") from exc
-    if isinstance(data, dict):
-        data = data.get("messages")
-    hint = 'Give a list like [{"role": "user", "content": "Hello!"}].'
-    if not isinstance(data, list):
-        raise ChatError(f"{path} holds no message list.", hint)
-    messages: list[ChatMessage] = []
-    for i, item in enumerate(data, 1):
-        if not isinstance(item, dict) or not isinstance(item.get("content"), str):
-            raise ChatError(f"Message {i} in {path} needs a text 'content'.", hint)
-        try:
-            role = Role(str(item.get("role")))
-        except ValueError as exc:
-            raise ChatError(
-                f"Message {i} in {path} has role {item.get('role')!r}.", "Roles: system, user, assistant."
-            ) from exc
-        messages.append(ChatMessage(role, item["content"]))
-    return messages
-
-
-def render_prompt(
-    messages: list[ChatMessage],
-    choice_or_name: TemplateChoice | str,
-    *,
-    system: str | None = None,
-    bos_token: str | None = DEFAULT_BOS_TOKEN,
-    eos_token: str | None = DEFAULT_EOS_TOKEN,
-    add_generation_prompt: bool = True,
-) -> str:
-    """The prompt text for ``messages``: ``system`` (if given) replaces theirs; else theirs, else the
-    template's default system prompt."""
-    template = (
-        get_template(choice_or_name, load_user_templates())
-        if isinstance(choice_or_name, str)
-        else choice_or_name.template
-    )
-    body = [m for m in messages if m.role is not Role.SYSTEM]
-    own_system = next((m.content for m in messages if m.role is Role.SYSTEM), None)
-    text = system if system is not None else own_system if own_system is not None else template.default_system
-    full = ([ChatMessage(Role.SYSTEM, text)] if text else []) + body
-    continuing = not add_generation_prompt and bool(body) and body[-1].role is Role.ASSISTANT
-    segments = template.render(full, add_generation_prompt=add_generation_prompt, continue_final=continuing)
-    return render_text(segments, bos_token, eos_token)
-
-
-def run_render(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """``quantdesk render``: print the exact prompt text (to ``out``, default stdout)."""
-    out = out or sys.stdout
-    messages = _read_messages(args.messages)
-    if args.model is not None:
-        files = read_model_files(args.model)
-        choice = detect_for_model(files, chat_override=args.template, user_templates=load_user_templates())
-        print(f"template: {choice.label}: {choice.detail}", file=sys.stderr)
-        text = render_prompt(
-            messages,
-            choice,
-            system=args.system,
-            bos_token=files.bos_token,
-            eos_token=files.eos_token,
-            add_generation_prompt=not args.no_generation_prompt,
-        )
-    else:
-        if not args.template:
-            raise ChatError("Name a template with --template, or give a model folder with --model.", "")
-        text = render_prompt(
-            messages, args.template, system=args.system, add_generation_prompt=not args.no_generation_prompt
-        )
-    out.write(text)
-    if out.isatty():
-        out.write("\n")  # the exact text may not end in a newline; keep the shell prompt off it
-    out.flush()
-    return 0
+def _shown(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters for a message (a 5,000-character argument stays readable)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # -- chat ---------------------------------------------------------------------------------------------
@@ -203,7 +105,11 @@ def resolve_model(text: str) -> ResolvedModel:
     """A model folder as given, or the downloaded copy of ``REPO[:BRANCH]`` (QuantDesk's folders first,
     then the Hugging Face cache). ChatModelNotFoundError when it is neither."""
     path = Path(text).expanduser()
-    if path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except OSError:  # ENAMETOOLONG and friends: it cannot be a folder, maybe it is a repo id
+        is_dir = False
+    if is_dir:
         files = read_model_files(path)
         return ResolvedModel(path, files.repo_id, files.branch, files.commit)
     from app.catalog.repo_ref import parse_repo_ref
@@ -212,7 +118,7 @@ def resolve_model(text: str) -> ResolvedModel:
         ref = parse_repo_ref(text)
     except InvalidRepoIdError as exc:
         raise ChatModelNotFoundError(
-            f"'{text}' is neither a model folder nor a repo id.", "Give a folder or REPO[:BRANCH]."
+            f"'{_shown(text)}' is neither a model folder nor a repo id.", "Give a folder or REPO[:BRANCH]."
         ) from exc
     branch = ref.branch or "main"
     from app.downloads.registry import list_local_models
@@ -249,7 +155,14 @@ def load_model(
     """
     selection = select_backend(files, backend_name)
     print(f"Backend: {selection.backend.display_name}: {selection.reason}", file=sys.stderr)
-    return load_local(selection, files, settings, progress)
+    try:
+        return load_local(selection, files, settings, progress)
+    except RemoteCodeConsentError as exc:
+        raise QuantDeskError(
+            f"{exc.model_dir} ships its own Python code ({exc.code}), which QuantDesk does not run "
+            "without your consent: if you trust the repo it came from, run again with --trust-remote-code "
+            "(remembered for this folder)."
+        ) from exc
 
 
 class _Printer:
@@ -297,6 +210,11 @@ def run_chat(args: argparse.Namespace, out: TextIO | None = None, inp: TextIO | 
     out = out or sys.stdout
     inp = inp or sys.stdin
     resolved = resolve_model(args.model)
+    if getattr(args, "trust_remote_code", False) and allow_remote_code(resolved.model_dir):
+        print(
+            f"Allowed the Python code shipped in {resolved.model_dir} to run (remembered for this folder).",
+            file=sys.stderr,
+        )
     # The registry knows the branch of a Hugging Face cache snapshot; the folder alone does not.
     target = LocalTarget(resolved.model_dir, resolved.repo_id, resolved.branch, resolved.commit)
     profiles = ProfileStore()

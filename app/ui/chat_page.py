@@ -634,7 +634,8 @@ class ChatPage(QWidget):
         self.reload()
 
     def _load_failed(self, exc: BaseException) -> None:
-        from app.errors import LoadCancelledError
+        from app.errors import LoadCancelledError, RemoteCodeConsentError
+        from app.ui.consent_dialog import ask_and_allow
 
         self.loading = False
         self.info = None
@@ -642,7 +643,10 @@ class ChatPage(QWidget):
         self.model_label.setText("No model loaded")
         if isinstance(exc, LoadCancelledError):
             self.model_label.setText("No model loaded (the load was cancelled)")
-        else:
+        elif not (
+            isinstance(exc, RemoteCodeConsentError)
+            and ask_and_allow(self, exc, self.reload, lambda e: self.errors.report(e, "loading the model"))
+        ):
             self.errors.report(exc, "loading the model")
         self.settings_panel.setEnabled(False)
         self.load_finished.emit(False)

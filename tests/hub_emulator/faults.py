@@ -23,6 +23,7 @@ class Faults:
     cut_times: int | None = 1  # how many responses get cut; None = every time
     fail_first: int = 0  # answer the first K matching requests with fail_status
     fail_status: int = 503
+    retry_after: str | None = None  # a Retry-After header on the injected failures ("2", an HTTP date)
     throttle_bps: int | None = None  # body bytes per second
     latency_s: float = 0.0  # sleep before answering each matching request
     covering: int | None = None  # only requests whose byte range includes this offset (no Range: all)

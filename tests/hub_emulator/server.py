@@ -270,7 +270,10 @@ class _Handler(BaseHTTPRequestHandler):
             if active is not None and active.latency_s > 0:
                 time.sleep(active.latency_s)
             if active is not None and emulator._counters.take_failure(active):
-                response = _error(active.fail_status, f"Injected failure ({active.fail_status})")
+                extra = [("Retry-After", active.retry_after)] if active.retry_after is not None else []
+                response = _error(
+                    active.fail_status, f"Injected failure ({active.fail_status})", headers=extra
+                )
             else:
                 try:
                     response = emulator._route(

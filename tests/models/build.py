@@ -265,8 +265,10 @@ def _fp16_from_gguf(out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = smollm2_gguf_path()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float16)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float16, trust_remote_code=False
+    )
     # The weights are dequantized on load; drop the GGUF "quantizer" so it saves as a plain fp16 model.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -279,7 +281,7 @@ def _quantize(fp16: Path, out: Path, bits: int, group_size: int, act_order: bool
     from gptqmodel import GPTQModel, QuantizeConfig
 
     config = QuantizeConfig(bits=bits, group_size=group_size, desc_act=act_order, sym=True)
-    model = GPTQModel.load(str(fp16), config, device="cpu")
+    model = GPTQModel.load(str(fp16), config, device="cpu", trust_remote_code=False)
     model.quantize(CALIBRATION, batch_size=1)
     model.save(str(out))
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"):
