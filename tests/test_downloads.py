@@ -514,3 +514,15 @@ def test_foreign_part_is_discarded_not_trusted(hub: HubEmulator, tmp_path: Path)
     result = download.run()
     assert_complete(hub, result.path)
     assert_served_once(blob_gets(hub), len(source_file(hub, REPO, "main", WEIGHTS).read_bytes()))
+
+
+def test_a_429_retry_after_is_honoured_by_file_transfers(private_hub: HubEmulator, tmp_path: Path) -> None:
+    private_hub.faults = Faults(path_contains="/blobs/", fail_first=1, fail_status=429, retry_after="2")
+    result = make(tmp_path).run()
+    assert_complete(private_hub, result.path)
+    blobs = blob_gets(private_hub)
+    assert blobs[0].status == 429
+    # The range that was told to wait is asked again only after the server's 2 s, not after 0.5 s (other
+    # connections' requests already in flight at that moment may finish meanwhile).
+    again = [r for r in blobs[1:] if range_start(r) == range_start(blobs[0])]
+    assert again and again[0].time - blobs[0].time >= 1.9

@@ -19,6 +19,7 @@ from app.downloads.progress import FileStatus
 from app.downloads.ranged_get import HttpStatus, RangeClient, TooManyRedirects, UnsupportedProxy
 from app.downloads.segments import Segment, SegmentPolicy, SegmentScheduler
 from app.downloads.state import PartStateWriter
+from app.retry import BackoffPolicy
 
 if TYPE_CHECKING:
     from app.downloads.transfer import FileTransfer
@@ -31,10 +32,13 @@ class TransferInterrupted(Exception):
 class Retryable(Exception):
     """A connection met trouble worth another try (``progressed``: it got bytes before)."""
 
-    def __init__(self, error: errors.QuantDeskError, progressed: bool) -> None:
+    def __init__(
+        self, error: errors.QuantDeskError, progressed: bool, retry_after: float | None = None
+    ) -> None:
         super().__init__(error.message)
         self.error = error
         self.progressed = progressed
+        self.retry_after = retry_after  # the server's Retry-After (429/503), in seconds
 
 
 class Restart(Exception):
@@ -59,6 +63,8 @@ class ConnectionRun:
         self.sched = SegmentScheduler(self.size, policy, transfer.adopt_segments())
         self.halt = threading.Event()
         self.lock = threading.Lock()
+        # A Retry-After holds every connection of the file, not just the one that was told (monotonic).
+        self.quiet_until = 0.0
         self.error: BaseException | None = None
         self.clients: dict[int, RangeClient] = {}
         self.threads: list[threading.Thread] = []
@@ -158,6 +164,9 @@ class ConnectionRun:
         seg: Segment | None = None
         try:
             while not self.halt.is_set():
+                pause = self.quiet_until - time.monotonic()
+                if pause > 0 and self.halt.wait(pause):
+                    return
                 seg = self.sched.acquire(wid)
                 if seg is None:
                     return
@@ -166,15 +175,26 @@ class ConnectionRun:
                     failures = 0
                 except Retryable as retry:
                     failures = 0 if retry.progressed else failures + 1
-                    if failures > t.settings.max_failures:
+                    policy = BackoffPolicy(
+                        attempts=t.settings.max_failures + 1,
+                        base_s=t.settings.backoff_base_s,
+                        max_s=t.settings.backoff_max_s,
+                    )
+                    wait = 0.05 if retry.progressed else policy.delay(failures, retry.retry_after)
+                    if wait is None:
+                        if policy.too_long(retry.retry_after):
+                            minutes = max(1, round((retry.retry_after or 0) / 60))
+                            raise errors.HubServerError(
+                                f"The Hub asks to wait {minutes} min before {t.planned.path} can continue.",
+                                "What was fetched is kept: resume the download later.",
+                            ) from retry
                         raise retry.error from retry
                     self.sched.release(seg, wid)
                     seg = None
-                    delay = (
-                        0.05
-                        if retry.progressed
-                        else min(t.settings.backoff_max_s, t.settings.backoff_base_s * 2 ** (failures - 1))
-                    )
+                    delay = wait
+                    if retry.retry_after is not None:
+                        with self.lock:
+                            self.quiet_until = max(self.quiet_until, time.monotonic() + wait)
                     t.hooks.status(t.planned.path, FileStatus.RUNNING, f"{retry.error.message} Retrying…")
                     self.halt.wait(delay)
                     continue

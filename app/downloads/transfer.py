@@ -36,6 +36,7 @@ from app.downloads.ranged_get import Body, HttpStatus
 from app.downloads.ranged_get import same_origin as same_origin
 from app.downloads.segments import MIB, ConnectionBudget, Segment
 from app.downloads.state import FolderState, PartState, PlannedFile
+from app.retry import retry_after_from
 
 __all__ = ["FileTransfer", "TransferHooks", "TransferInterrupted", "TransferSettings", "preallocate"]
 
@@ -225,7 +226,8 @@ class FileTransfer:
         except Exception as raised:
             mapped, transient = self.client.map_error(raised, self.repo_id, self.branch)
             if transient and isinstance(mapped, errors.QuantDeskError):
-                return Retryable(mapped, progressed=False)
+                asked = retry_after_from({name.lower(): value for name, value in exc.headers})
+                return Retryable(mapped, progressed=False, retry_after=asked)
             return mapped
         return errors.DownloadError(f"Unexpected answer {exc.status} for {self.planned.path}.")
 
