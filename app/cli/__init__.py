@@ -18,6 +18,7 @@ _COMMANDS_HELP = "Run 'quantdesk branches TheBloke/Llama-2-70B-GPTQ' to see a re
 
 # Subcommand name → module under app.cli holding its add_parser/run. Order is the order of --help.
 COMMANDS: dict[str, str] = {
+    "search": "app.cli.search",
     "branches": "app.cli.branches",
     "download": "app.cli.download",
     "chat": "app.cli.chat_command",

@@ -1,4 +1,10 @@
-"""The Models page: open a repo, see every branch with size, memory and fit, pick one, download it.
+"""The Models page: find a model (search) or open a repo, see every branch with size, memory and fit,
+pick one, download it.
+
+The box at the top is search-or-open: an exact ``org/name``, ``org/name:branch`` or a Hub URL opens
+the repo; anything else searches the Hub (debounced while typing) and the results list
+(:class:`~app.ui.models.search_panel.SearchPanel`) takes the page until a result is opened; "Back"
+returns to it.
 
 The catalog is fetched in a worker: the cached table (if any) appears at once, then the refresh
 replaces it. Context length, cache type and planned GPUs re-evaluate the cached facts on the GUI
@@ -35,6 +41,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.catalog.repo_ref import RepoRef, parse_repo_ref
+from app.catalog.search_query import ModelHit, opens_a_repo
 from app.catalog.table import BranchRow
 from app.catalog.vram import CacheType
 from app.errors import QuantDeskError
@@ -49,6 +56,7 @@ from app.ui.branch_table import (
 )
 from app.ui.details_pane import DetailsPane
 from app.ui.error_center import ErrorCenter
+from app.ui.models.search_panel import SearchPanel
 from app.ui.settings import SUGGESTED_REPOS, UiSettings
 from app.ui.workers import Worker, start_worker
 from app.units import GIB, format_size
@@ -79,6 +87,14 @@ def load_catalog(ref: RepoRef) -> Generator[Any, None, Any]:
     if cached is not None:
         yield cached
     return catalog.fetch(ref)
+
+
+def lookup_hit(repo_id: str) -> ModelHit | None:
+    """Worker body: the repo's search row (for its base model), or None."""
+    from app.auth import read_token
+    from app.catalog.search import HubSearch
+
+    return HubSearch(token=read_token()).lookup(repo_id)
 
 
 def hardware_summary(hw: Hardware) -> str:
@@ -129,6 +145,7 @@ class ModelsPage(QWidget):
         self._loading_ref: RepoRef | None = None
         self._shown_ref: RepoRef | None = None  # the repo (and branch) the table shows
         self._selected_branch: str | None = None
+        self._base_models: dict[str, str | None] = {}  # repo id -> base model, from search rows
         self._build()
         self._fill_history()
 
@@ -147,11 +164,12 @@ class ModelsPage(QWidget):
         self.repo_box.setMinimumContentsLength(36)
         line = self.repo_box.lineEdit()
         assert line is not None
-        line.setPlaceholderText("org/name, org/name:branch or a huggingface.co URL")
+        line.setPlaceholderText("Search models (e.g. llama 70b gptq) or open org/name[:branch] or a URL")
         line.setClearButtonEnabled(True)
         line.returnPressed.connect(self._open_typed)
+        line.textEdited.connect(self._text_edited)
         self.repo_box.activated.connect(lambda _i: self._open_typed())
-        self.open_button = QPushButton("Open")
+        self.open_button = QPushButton("Search / Open")
         self.open_button.setDefault(True)
         self.open_button.clicked.connect(self._open_typed)
         self.refresh_button = QToolButton()
@@ -159,7 +177,7 @@ class ModelsPage(QWidget):
         self.refresh_button.setToolTip("Fetch the repo again from the Hub")
         self.refresh_button.clicked.connect(self.refresh)
         self.refresh_button.setEnabled(False)
-        top.addWidget(QLabel("Repo"))
+        top.addWidget(QLabel("Model"))
         top.addWidget(self.repo_box, 1)
         top.addWidget(self.open_button)
         top.addWidget(self.refresh_button)
@@ -205,6 +223,15 @@ class ModelsPage(QWidget):
         layout.addLayout(planning)
 
         status = QHBoxLayout()
+        self.back_button = QToolButton()
+        self.back_button.setText("← Results")
+        self.back_button.setToolTip("Back to the search results")
+        self.back_button.clicked.connect(self.show_results)
+        self.back_button.hide()
+        self.versions_button = QToolButton()
+        self.versions_button.setText("Quantized versions")
+        self.versions_button.clicked.connect(self._versions_of_shown)
+        self.versions_button.hide()
         self.repo_title = QLabel()
         font = self.repo_title.font()
         font.setPointSizeF(font.pointSizeF() * 1.2)
@@ -219,10 +246,12 @@ class ModelsPage(QWidget):
         self.busy.setMaximumHeight(10)
         self.busy.setTextVisible(False)
         self.busy.hide()
+        status.addWidget(self.back_button)
         status.addWidget(self.repo_title)
         status.addSpacing(8)
         status.addWidget(self.status_label, 1)
         status.addWidget(self.busy)
+        status.addWidget(self.versions_button)
         layout.addLayout(status)
 
         self.model = BranchTableModel(self)
@@ -255,6 +284,10 @@ class ModelsPage(QWidget):
         self.stack = QStackedWidget()
         self.stack.addWidget(self.placeholder)
         self.stack.addWidget(self.table)
+        self.search_panel = SearchPanel(self.errors)
+        self.search_panel.open_requested.connect(self._open_result)
+        self.search_panel.search_started.connect(self.show_results)
+        self.stack.addWidget(self.search_panel)
 
         self.details = DetailsPane()
         self.splitter = QSplitter(Qt.Orientation.Vertical)
@@ -274,14 +307,15 @@ class ModelsPage(QWidget):
         layout = QVBoxLayout(box)
         layout.setContentsMargins(24, 24, 24, 24)
         layout.addStretch(1)
-        self.placeholder_title = QLabel("Browse the quantizations of a GPTQ repo")
+        self.placeholder_title = QLabel("Find a GPTQ model, or browse the quantizations of a repo")
         font = self.placeholder_title.font()
         font.setPointSizeF(font.pointSizeF() * 1.3)
         font.setBold(True)
         self.placeholder_title.setFont(font)
         self.placeholder_title.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.placeholder_text = QLabel(
-            "Type a repo above (org/name, org/name:branch, or paste its huggingface.co URL).\n"
+            "Type a few words above to search the Hub (e.g. llama 70b gptq), or a repo (org/name, "
+            "org/name:branch, or its huggingface.co URL) to open it.\n"
             "Every branch is listed with its size, the memory each backend needs and whether it fits."
         )
         self.placeholder_text.setWordWrap(True)
@@ -336,20 +370,40 @@ class ModelsPage(QWidget):
             self.open_repo(history[0])
 
     def open_repo(self, text: str) -> bool:
-        """Open a repo as typed; False (and a message) when the text is not a repo."""
+        """Open a repo as typed; False (and a message in the banner, once) when the text is not a repo."""
         try:
             ref = parse_repo_ref(text)
         except QuantDeskError as exc:
             self.errors.report(exc, "opening a repo")
-            self._set_status(exc.message, error=True)
             return False
         self.repo_box.setEditText(str(ref))
         if ref == self._loading_ref:
             return True  # already on its way (Enter and the combo's activation both ask)
-        self.settings.remember_repo(str(ref))
-        self._fill_history()
+        self.back_button.setVisible(self.search_panel.query is not None)
         self._start_loading(ref)
         return True
+
+    def search(self, text: str) -> None:
+        """Search the Hub for ``text`` and show the results."""
+        self.repo_box.setEditText(text)
+        self.search_panel.search(text)
+
+    def show_quantized_versions(self, base_model: str) -> None:
+        """List the quantized uploads of ``base_model`` (GPTQ first)."""
+        self.search_panel.show_quantized_versions(base_model)
+
+    def show_results(self) -> None:
+        """Show the search results (Back from a repo opened from them)."""
+        if self._worker is not None:
+            self._worker.quit()
+            self._generation += 1  # a repo still loading no longer takes the page
+            self._finished(self._generation)
+        self.stack.setCurrentWidget(self.search_panel)
+        self.details.hide()
+        self.back_button.hide()
+        self.versions_button.hide()
+        self.repo_title.setText("")
+        self._set_status("")
 
     def refresh(self) -> None:
         """Fetch the shown repo again."""
@@ -397,8 +451,50 @@ class ModelsPage(QWidget):
 
     def _open_typed(self) -> None:
         text = self.repo_box.currentText().strip()
-        if text:
+        if not text:
+            return
+        if opens_a_repo(text):
             self.open_repo(text)
+        else:
+            self.search(text)
+
+    def _text_edited(self, text: str) -> None:
+        if opens_a_repo(text):
+            self.search_panel.schedule_search("")  # a repo id opens on Enter: drop a pending search
+            return
+        self.search_panel.schedule_search(text)  # the page turns to the results when it starts
+
+    def _open_result(self, repo_id: str) -> None:
+        hit = self.search_panel.model.hits[self.search_panel.model.row_of(repo_id)]
+        self._base_models[repo_id] = hit.base_model or (None if hit.is_quantized else repo_id)
+        self.open_repo(repo_id)
+
+    def _versions_of_shown(self) -> None:
+        base = self._base_models.get(self.catalog.repo_id) if self.catalog is not None else None
+        if base:
+            self.show_quantized_versions(base)
+
+    def _show_versions_button(self, repo_id: str) -> None:
+        if repo_id not in self._base_models:
+            self._base_models[repo_id] = None  # asked once per session
+            start_worker(
+                lookup_hit,
+                repo_id,
+                connect={"returned": lambda hit: self._looked_up(repo_id, hit), "errored": lambda _e: None},
+            )
+        base = self._base_models.get(repo_id)
+        self.versions_button.setVisible(base is not None)
+        self.versions_button.setToolTip(f"List the quantized uploads of {base}" if base else "")
+
+    def _looked_up(self, repo_id: str, hit: ModelHit | None) -> None:
+        if hit is not None:
+            self._base_models[repo_id] = hit.base_model or (None if hit.is_quantized else repo_id)
+        if (
+            self.catalog is not None
+            and self.catalog.repo_id == repo_id
+            and self.stack.currentWidget() is self.table
+        ):
+            self._show_versions_button(repo_id)
 
     def _start_loading(self, ref: RepoRef) -> None:
         if self._worker is not None:
@@ -437,6 +533,10 @@ class ModelsPage(QWidget):
         self.stack.setCurrentWidget(self.table)
         self.details.show()
         self.model.set_branches(catalog.repo_id, catalog.branches)  # the reset re-selects the row
+        if self._loading_ref is not None and str(self._loading_ref) not in self.settings.repo_history[:1]:
+            self.settings.remember_repo(str(self._loading_ref))  # only repos that opened join the list
+            self._fill_history()
+        self._show_versions_button(catalog.repo_id)
         if final and not catalog.stale:
             count = len(catalog.branches)
             self._set_status(
@@ -465,7 +565,7 @@ class ModelsPage(QWidget):
             "Settings for gated and private repos."
         )
         self.placeholder_text.setToolTip(report.message)
-        self.suggestions.setVisible(not self.settings.repo_history[1:])
+        self.suggestions.setVisible(not self.settings.repo_history)
         self._show_placeholder()
         self._set_status("")
 
@@ -492,6 +592,7 @@ class ModelsPage(QWidget):
         cache = CacheType(self.cache_box.currentData())
         self.settings.cache_type = cache
         self.model.set_planning(context, cache)
+        self.search_panel.set_planning(context, cache, self.model.hardware)
 
     def _plan_changed(self) -> None:
         if self._detected is None:
@@ -508,6 +609,9 @@ class ModelsPage(QWidget):
         self.hardware_label.setToolTip(hardware_summary(hardware))
         self.model.set_planning(self.context_box.value() or None, CacheType(self.cache_box.currentData()))
         self.model.set_hardware(hardware)
+        self.search_panel.set_planning(
+            self.context_box.value() or None, CacheType(self.cache_box.currentData()), hardware
+        )
         self._show_details()
 
     # -- table ----------------------------------------------------------------------------------------
