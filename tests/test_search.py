@@ -141,6 +141,7 @@ def test_quantized_versions_list_gptq_first_then_the_rest(hub: HubEmulator, tmp_
         "TheBloke/Llama-2-70B-AWQ",
         "Qwant/llama-2-70b-GPTQ-3bit",
     }
+    assert ids[2] == "Qwant/llama-2-70b-GPTQ-3bit"  # GPTQ by its name only: first of the rest
     assert len(ids) == len(set(ids))
     gptq_only = search.first_page(SearchQuery(base_model=BASE_70B))
     assert [h.repo_id for h in gptq_only.hits] == ids[:2] and gptq_only.cursor is None

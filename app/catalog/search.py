@@ -147,6 +147,7 @@ class HubSearch:
             parsed = [hit_from_model_info(_model_info(item)) for item in items]
             if stage > 0:  # later stages repeat what an earlier one listed (the GPTQ-tagged repos)
                 parsed = [h for h in parsed if GPTQ_TAG not in h.tags]
+                parsed.sort(key=lambda h: not h.is_gptq)  # GPTQ by name only: still first on its page
             hits.extend(parsed)
             if next_url is not None:
                 return SearchPage(query, tuple(hits), SearchCursor(stage, next_url))

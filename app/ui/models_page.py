@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (
     QAbstractItemDelegate,
     QAbstractItemView,
     QComboBox,
-    QFrame,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -41,7 +40,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.catalog.repo_ref import RepoRef, parse_repo_ref
-from app.catalog.search_query import ModelHit, opens_a_repo
+from app.catalog.search_query import opens_a_repo
 from app.catalog.table import BranchRow
 from app.catalog.vram import CacheType
 from app.errors import QuantDeskError
@@ -56,6 +55,8 @@ from app.ui.branch_table import (
 )
 from app.ui.details_pane import DetailsPane
 from app.ui.error_center import ErrorCenter
+from app.ui.models.base_models import BaseModels
+from app.ui.models.placeholder import Placeholder
 from app.ui.models.search_panel import SearchPanel
 from app.ui.settings import SUGGESTED_REPOS, UiSettings
 from app.ui.workers import Worker, start_worker
@@ -87,14 +88,6 @@ def load_catalog(ref: RepoRef) -> Generator[Any, None, Any]:
     if cached is not None:
         yield cached
     return catalog.fetch(ref)
-
-
-def lookup_hit(repo_id: str) -> ModelHit | None:
-    """Worker body: the repo's search row (for its base model), or None."""
-    from app.auth import read_token
-    from app.catalog.search import HubSearch
-
-    return HubSearch(token=read_token()).lookup(repo_id)
 
 
 def hardware_summary(hw: Hardware) -> str:
@@ -145,7 +138,8 @@ class ModelsPage(QWidget):
         self._loading_ref: RepoRef | None = None
         self._shown_ref: RepoRef | None = None  # the repo (and branch) the table shows
         self._selected_branch: str | None = None
-        self._base_models: dict[str, str | None] = {}  # repo id -> base model, from search rows
+        self.base_models = BaseModels(self)
+        self.base_models.known.connect(self._show_versions_button)
         self._build()
         self._fill_history()
 
@@ -280,13 +274,20 @@ class ModelsPage(QWidget):
         selection = self.table.selectionModel()
         selection.selectionChanged.connect(self._selection_changed)
 
-        self.placeholder = self._build_placeholder()
+        self.placeholder = Placeholder()
+        self.placeholder.open_requested.connect(self.open_repo)
+        self.placeholder.search_requested.connect(self.search)
+        # The page rewrites these while a repo opens or fails (and tests read them).
+        self.placeholder_title = self.placeholder.title
+        self.placeholder_text = self.placeholder.text
+        self.suggestions = self.placeholder.suggestions
+        self.suggestion_buttons = self.placeholder.suggestion_buttons
         self.stack = QStackedWidget()
         self.stack.addWidget(self.placeholder)
         self.stack.addWidget(self.table)
         self.search_panel = SearchPanel(self.errors)
         self.search_panel.open_requested.connect(self._open_result)
-        self.search_panel.search_started.connect(self.show_results)
+        self.search_panel.search_started.connect(self._search_started)
         self.stack.addWidget(self.search_panel)
 
         self.details = DetailsPane()
@@ -300,44 +301,6 @@ class ModelsPage(QWidget):
         layout.addWidget(self.splitter, 1)
         self.details.hide()
         self._columns_changed()
-
-    def _build_placeholder(self) -> QWidget:
-        box = QFrame()
-        box.setFrameShape(QFrame.Shape.StyledPanel)
-        layout = QVBoxLayout(box)
-        layout.setContentsMargins(24, 24, 24, 24)
-        layout.addStretch(1)
-        self.placeholder_title = QLabel("Find a GPTQ model, or browse the quantizations of a repo")
-        font = self.placeholder_title.font()
-        font.setPointSizeF(font.pointSizeF() * 1.3)
-        font.setBold(True)
-        self.placeholder_title.setFont(font)
-        self.placeholder_title.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.placeholder_text = QLabel(
-            "Type a few words above to search the Hub (e.g. llama 70b gptq), or a repo (org/name, "
-            "org/name:branch, or its huggingface.co URL) to open it.\n"
-            "Every branch is listed with its size, the memory each backend needs and whether it fits."
-        )
-        self.placeholder_text.setWordWrap(True)
-        self.placeholder_text.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        layout.addWidget(self.placeholder_title)
-        layout.addWidget(self.placeholder_text)
-        self.suggestions = QWidget()
-        row = QHBoxLayout(self.suggestions)
-        row.addStretch(1)
-        row.addWidget(QLabel("Try one:"))
-        self.suggestion_buttons: list[QPushButton] = []
-        for repo in SUGGESTED_REPOS:
-            button = QPushButton(repo)
-            button.setCursor(Qt.CursorShape.PointingHandCursor)
-            button.clicked.connect(lambda _checked=False, r=repo: self.open_repo(r))
-            self.suggestion_buttons.append(button)
-            row.addWidget(button)
-        row.addStretch(1)
-        layout.addSpacing(12)
-        layout.addWidget(self.suggestions)
-        layout.addStretch(2)
-        return box
 
     def _show_placeholder(self) -> None:
         self.stack.setCurrentWidget(self.placeholder)
@@ -464,37 +427,31 @@ class ModelsPage(QWidget):
             return
         self.search_panel.schedule_search(text)  # the page turns to the results when it starts
 
+    def _search_started(self) -> None:
+        query = self.search_panel.query
+        if query is not None and query.base_model:
+            self.repo_box.setEditText("")  # the words of an earlier search no longer describe the list
+        self.show_results()
+
     def _open_result(self, repo_id: str) -> None:
-        hit = self.search_panel.model.hits[self.search_panel.model.row_of(repo_id)]
-        self._base_models[repo_id] = hit.base_model or (None if hit.is_quantized else repo_id)
+        self.base_models.remember(self.search_panel.model.hits[self.search_panel.model.row_of(repo_id)])
         self.open_repo(repo_id)
 
     def _versions_of_shown(self) -> None:
-        base = self._base_models.get(self.catalog.repo_id) if self.catalog is not None else None
+        base = self.base_models.get(self.catalog.repo_id) if self.catalog is not None else None
         if base:
             self.show_quantized_versions(base)
 
     def _show_versions_button(self, repo_id: str) -> None:
-        if repo_id not in self._base_models:
-            self._base_models[repo_id] = None  # asked once per session
-            start_worker(
-                lookup_hit,
-                repo_id,
-                connect={"returned": lambda hit: self._looked_up(repo_id, hit), "errored": lambda _e: None},
-            )
-        base = self._base_models.get(repo_id)
+        if (
+            self.catalog is None
+            or self.catalog.repo_id != repo_id
+            or self.stack.currentWidget() is not self.table
+        ):
+            return
+        base = self.base_models.get(repo_id)
         self.versions_button.setVisible(base is not None)
         self.versions_button.setToolTip(f"List the quantized uploads of {base}" if base else "")
-
-    def _looked_up(self, repo_id: str, hit: ModelHit | None) -> None:
-        if hit is not None:
-            self._base_models[repo_id] = hit.base_model or (None if hit.is_quantized else repo_id)
-        if (
-            self.catalog is not None
-            and self.catalog.repo_id == repo_id
-            and self.stack.currentWidget() is self.table
-        ):
-            self._show_versions_button(repo_id)
 
     def _start_loading(self, ref: RepoRef) -> None:
         if self._worker is not None:

@@ -11,7 +11,8 @@ from app.catalog.search_fit import GlanceFit
 from app.catalog.search_query import SortKey
 from app.ui.branch_table import FIT_ROLE
 from app.ui.main_window import MainWindow
-from app.ui.models.search_panel import FIT_WORKERS, SearchPanel
+from app.ui.models.fit_glances import FIT_WORKERS
+from app.ui.models.search_panel import SearchPanel
 from app.ui.models.search_results import COLUMN_INDEX
 from app.ui.settings import UiSettings
 from tests.fixtures.hub_search_repos import search_repo_metadata

@@ -2,18 +2,17 @@
 
 It owns the query (words or a base model), the "GPTQ only" switch, the sort selector and the results
 view. Every Hub call runs in a worker: the first page of a search, further pages when the view asks
-for more, and the fit of each *visible* GPTQ result (at most :data:`FIT_WORKERS` repos at a time; a
-repo's catalog is kept, so a planning change re-judges it without the network). A newer search
-makes older answers void (a generation number); a debounce keeps typing from flooding the Hub.
+for more, and the fit of each *visible* GPTQ result (:class:`~app.ui.models.fit_glances.FitGlances`
+reads a few repos at a time and keeps their catalogs, so a planning change re-judges them without the
+network). A newer search makes older answers void (a generation number); a debounce keeps typing
+from flooding the Hub.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import shiboken6
 from PySide6.QtCore import QModelIndex, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -30,22 +29,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.catalog.search_fit import GlanceFit, glance_fit
 from app.catalog.search_query import SORT_LABELS, SearchCursor, SearchPage, SearchQuery, SortKey
 from app.catalog.vram import CacheType
-from app.errors import QuantDeskError
 from app.hardware import Hardware
 from app.ui import theme
 from app.ui.branch_table import BadgeDelegate
 from app.ui.error_center import ErrorCenter
+from app.ui.models.fit_glances import FitGlances, Verdict
 from app.ui.models.search_results import COLUMN_INDEX, COLUMNS, SearchResultsModel
-from app.ui.workers import Worker, start_worker
-
-if TYPE_CHECKING:
-    from app.catalog.service import RepoCatalog
+from app.ui.workers import Worker, start_worker, while_alive
 
 DEBOUNCE_MS = 350
-FIT_WORKERS = 2
 MIN_SEARCH_CHARS = 2
 _COLUMN_WIDTHS = {"repo": 330, "downloads": 80, "likes": 60, "updated": 90, "size": 100, "tags": 120,
                   "fit": 100, "need": 80, "base": 200}  # fmt: skip
@@ -67,13 +61,6 @@ def next_page_job(query: SearchQuery, cursor: SearchCursor) -> SearchPage:
     return HubSearch(token=read_token()).page(query, cursor)
 
 
-def glance_job(repo_id: str) -> RepoCatalog:
-    """Worker body: a result's branch catalog (cached on disk, so opening it later is instant)."""
-    from app.catalog.search_fit import fetch_for_glance
-
-    return fetch_for_glance(repo_id)
-
-
 class SearchPanel(QWidget):
     """Header (title, GPTQ switch, sort, quantized versions), status line and the results view."""
 
@@ -91,13 +78,8 @@ class SearchPanel(QWidget):
         self._generation = 0
         self._search_worker: Worker[Any] | None = None
         self._pending_text = ""
-        self._catalogs: dict[str, RepoCatalog] = {}
-        self._fit_errors: dict[str, str] = {}
-        self._fits_running: set[str] = set()
-        self._fits_wanted: list[str] = []
-        self._context: int | None = None
-        self._cache = CacheType.FP16
-        self._hardware: Hardware | None = None
+        self.glances = FitGlances(self)
+        self.glances.judged.connect(self._judged)
         self._debounce = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
         self._debounce.timeout.connect(lambda: self.search(self._pending_text))
         self._visible_timer = QTimer(self, singleShot=True, interval=30)  # coalesces scroll steps
@@ -196,10 +178,8 @@ class SearchPanel(QWidget):
 
     def set_planning(self, context: int | None, cache: CacheType, hardware: Hardware | None) -> None:
         """What fit verdicts are judged against; re-judges every catalog already read (no network)."""
-        self._context, self._cache, self._hardware = context, cache, hardware
         self.model.clear_fits()
-        for repo_id in [*self._catalogs, *self._fit_errors]:
-            self._show_fit(repo_id)
+        self.glances.set_planning(context, cache, hardware)
         self._visible_timer.start()
 
     @property
@@ -210,19 +190,7 @@ class SearchPanel(QWidget):
     @property
     def fits_in_flight(self) -> int:
         """How many repos are being read for their fit right now."""
-        return len(self._fits_running)
-
-    def _while_alive(self, **slots: Callable[..., None]) -> dict[str, Callable[..., None]]:
-        """Worker slots that do nothing once this panel is gone (a worker may outlive the window)."""
-
-        def guarded(slot: Callable[..., None]) -> Callable[..., None]:
-            def call(*args: Any) -> None:
-                if shiboken6.isValid(self) and shiboken6.isValid(self.model):
-                    slot(*args)
-
-            return call
-
-        return {name: guarded(slot) for name, slot in slots.items()}
+        return self.glances.in_flight
 
     # -- searching ------------------------------------------------------------------------------------
 
@@ -251,7 +219,8 @@ class SearchPanel(QWidget):
         self._search_worker = start_worker(
             first_page_job,
             query,
-            connect=self._while_alive(
+            connect=while_alive(
+                self,
                 returned=lambda page: self._first_page(generation, page),
                 errored=lambda exc: self._failed(generation, exc),
                 finished=lambda: self._search_finished(generation),
@@ -306,7 +275,8 @@ class SearchPanel(QWidget):
             next_page_job,
             self.query,
             self._cursor,
-            connect=self._while_alive(
+            connect=while_alive(
+                self,
                 returned=lambda page: self._more_loaded(generation, page),
                 errored=lambda exc: self._more_failed(generation, exc),
             ),
@@ -383,59 +353,12 @@ class SearchPanel(QWidget):
         return range(top, bottom + 1)
 
     def _request_visible_fits(self) -> None:
-        wanted = []
-        for row in self._visible_rows():
-            hit = self.model.hits[row]
-            if not hit.is_gptq or hit.repo_id in self._fits_running or self.model.fit_of(hit.repo_id):
-                continue
-            if hit.repo_id in self._catalogs or hit.repo_id in self._fit_errors:
-                self._show_fit(hit.repo_id)
-            else:
-                wanted.append(hit.repo_id)
-        self._fits_wanted = wanted  # rows scrolled away are no longer worth reading
-        self._pump_fits()
+        hits = [self.model.hits[row] for row in self._visible_rows()]
+        self.glances.want([h.repo_id for h in hits if h.is_gptq and self.model.fit_of(h.repo_id) is None])
 
-    def _pump_fits(self) -> None:
-        while self._fits_wanted and len(self._fits_running) < FIT_WORKERS:
-            repo_id = self._fits_wanted.pop(0)
-            self._fits_running.add(repo_id)
-            start_worker(
-                glance_job,
-                repo_id,
-                connect=self._while_alive(
-                    returned=lambda catalog, r=repo_id: self._glance_done(r, catalog),
-                    errored=lambda exc, r=repo_id: self._glance_failed(r, exc),
-                ),
-            )
-
-    def _glance_done(self, repo_id: str, catalog: RepoCatalog) -> None:
-        self._fits_running.discard(repo_id)
-        self._catalogs[repo_id] = catalog
-        self._show_fit(repo_id)
-        self._pump_fits()
-
-    def _glance_failed(self, repo_id: str, exc: BaseException) -> None:
-        self._fits_running.discard(repo_id)
-        reason = exc.user_message if isinstance(exc, QuantDeskError) else f"{type(exc).__name__}: {exc}"
-        self._fit_errors[repo_id] = f"Could not read its branches: {reason}"
-        self._show_fit(repo_id)
-        self._pump_fits()
-
-    def _show_fit(self, repo_id: str) -> None:
-        if self.model.row_of(repo_id) < 0:
-            return
-        catalog = self._catalogs.get(repo_id)
-        if catalog is None:
-            error = self._fit_errors.get(repo_id)
-            if error is not None and self.model.fit_of(repo_id) != error:
-                self.model.set_fit(repo_id, error)
-                self.fit_shown.emit(repo_id)
-            return
-        if self._hardware is None:
-            return  # judged once the hardware is known (set_planning)
-        fit: GlanceFit = glance_fit(catalog, self._context, self._cache, self._hardware)
-        if self.model.fit_of(repo_id) != fit:
-            self.model.set_fit(repo_id, fit)
+    def _judged(self, repo_id: str, verdict: Verdict) -> None:
+        if self.model.row_of(repo_id) >= 0 and self.model.fit_of(repo_id) != verdict:
+            self.model.set_fit(repo_id, verdict)
             self.fit_shown.emit(repo_id)
 
 

@@ -178,7 +178,7 @@ class SearchResultsModel(QAbstractTableModel):
             "size": size_or_parameters(hit),
             "tags": " · ".join(hit.badges),
             "base": hit.base_model or "",
-            "fit": "—",
+            "fit": "n/a" if isinstance(fit, str) else "—",  # n/a: its branches could not be read
             "need": format_size(fit.need_bytes) if isinstance(fit, GlanceFit) and fit.need_bytes else "—",
         }
         return texts[key]
