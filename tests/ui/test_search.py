@@ -318,3 +318,23 @@ def test_a_bad_id_is_reported_once(qtbot: QtBot, window: MainWindow, hub: HubEmu
     qtbot.waitUntil(window.banner.isVisible)
     assert "only huggingface.co URLs" in window.banner.message.text()
     assert "huggingface.co URLs" not in page.status_label.text()  # not repeated inline
+
+
+def test_words_to_a_downloaded_branch(qtbot: QtBot, window: MainWindow, hub: HubEmulator) -> None:
+    """The issue's journey: type words, see the fit, open the top result, download its smallest branch."""
+    from app.ui.downloads_controller import JobState
+    from tests.ui.test_downloads import _click_download
+
+    panel = _type_and_wait(qtbot, window, "llama 70b gptq")
+    qtbot.waitUntil(lambda: isinstance(panel.model.fit_of(CHAT_70B), GlanceFit), timeout=WAIT_MS)
+    fit = panel.model.fit_of(CHAT_70B)
+    assert isinstance(fit, GlanceFit) and fit.branch is not None
+    page = window.models_page
+    panel.table.selectRow(panel.model.row_of(CHAT_70B))
+    with qtbot.waitSignal(page.loading_finished, timeout=WAIT_MS):
+        qtbot.keyClick(panel.table, Qt.Key.Key_Return)
+    assert page.catalog is not None and page.catalog.repo_id == CHAT_70B
+    _click_download(qtbot, window, fit.branch)
+    job = window.controller.job(f"{CHAT_70B}:{fit.branch}")
+    assert job is not None
+    qtbot.waitUntil(lambda: job.state is JobState.DONE, timeout=WAIT_MS)
