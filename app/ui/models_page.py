@@ -17,7 +17,7 @@ import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QItemSelection, QModelIndex, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtCore import QByteArray, QItemSelection, QModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import (
     QAbstractItemDelegate,
@@ -138,6 +138,7 @@ class ModelsPage(QWidget):
         self._loading_ref: RepoRef | None = None
         self._shown_ref: RepoRef | None = None  # the repo (and branch) the table shows
         self._selected_branch: str | None = None
+        self._pending_splitter: QByteArray | None = None
         self.base_models = BaseModels(self)
         self.base_models.known.connect(self._show_versions_button)
         self._build()
@@ -407,6 +408,7 @@ class ModelsPage(QWidget):
         state = self.settings.bytes_value("models/splitter")
         if state is not None:
             self.splitter.restoreState(state)
+            self._pending_splitter = state  # again once the details pane shows: hidden, it may get 0
         else:
             self.splitter.setSizes([330, 370])
 
@@ -489,6 +491,9 @@ class ModelsPage(QWidget):
         self.repo_title.setText(catalog.repo_id)
         self.stack.setCurrentWidget(self.table)
         self.details.show()
+        if self._pending_splitter is not None:
+            self.splitter.restoreState(self._pending_splitter)
+            self._pending_splitter = None
         self.model.set_branches(catalog.repo_id, catalog.branches)  # the reset re-selects the row
         if self._loading_ref is not None and str(self._loading_ref) not in self.settings.repo_history[:1]:
             self.settings.remember_repo(str(self._loading_ref))  # only repos that opened join the list

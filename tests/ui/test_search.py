@@ -338,3 +338,15 @@ def test_words_to_a_downloaded_branch(qtbot: QtBot, window: MainWindow, hub: Hub
     job = window.controller.job(f"{CHAT_70B}:{fit.branch}")
     assert job is not None
     qtbot.waitUntil(lambda: job.state is JobState.DONE, timeout=WAIT_MS)
+
+
+def test_enter_searches_at_once_with_one_request(qtbot: QtBot, window: MainWindow, hub: HubEmulator) -> None:
+    page = window.models_page
+    line = page.repo_box.lineEdit()
+    assert line is not None
+    line.setText("llama 70b gptq")  # as if pasted: no typing, no debounce
+    with qtbot.waitSignal(page.search_panel.results_shown, timeout=WAIT_MS):
+        qtbot.keyClick(line, Qt.Key.Key_Return)
+    qtbot.wait(500)  # longer than the debounce
+    assert len(_search_requests(hub)) == 1
+    assert _rows(page.search_panel)[0] == CHAT_70B

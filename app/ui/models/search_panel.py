@@ -205,6 +205,8 @@ class SearchPanel(QWidget):
             self._start(replace(self.query, **changes))
 
     def _start(self, query: SearchQuery) -> None:
+        if query == self.query and self._search_worker is not None:
+            return  # already on its way (Enter and the combo's activation both ask)
         self._generation += 1
         generation = self._generation
         if self._search_worker is not None:
@@ -236,6 +238,7 @@ class SearchPanel(QWidget):
     def _first_page(self, generation: int, page: SearchPage) -> None:
         if generation != self._generation:
             return
+        self._search_finished(generation)  # answered: a repeat of the same query is a new search
         self._cursor = page.cursor
         self.model.reset(page.hits, page.cursor is not None)
         if page.stale:
@@ -256,6 +259,7 @@ class SearchPanel(QWidget):
     def _failed(self, generation: int, exc: BaseException) -> None:
         if generation != self._generation:
             return
+        self._search_finished(generation)
         self.errors.report(exc, "searching the Hub")  # the banner carries the sentence, once
         self._set_status("The search failed: the message above says why.", error=True)
         self.results_shown.emit()
