@@ -338,7 +338,10 @@ def report(
         )
     if chat is not None:
         results = [*results, chat[0]]
-    print(f"event-loop probe: {TICK_MS} ms QTimer; hub latency {HUB_LATENCY_S * 1000:.0f} ms per request")
+    print(
+        f"event-loop probe: {TICK_MS} ms QTimer; hub latency {HUB_LATENCY_S * 1000:.0f} ms per request "
+        f"({SEARCH_LATENCY_S * 1000:.0f} ms in the search cases)"
+    )
     for r in results:
         print(
             f"{r.name}: longest stall {r.longest_ms:.1f} ms, p99 {r.p99_ms:.1f} ms over {r.ticks} ticks "

@@ -14,7 +14,10 @@ from collections.abc import Sequence
 from app import __version__
 from app.errors import QuantDeskError
 
-_COMMANDS_HELP = "Run 'quantdesk branches TheBloke/Llama-2-70B-GPTQ' to see a repo's quantization branches."
+_COMMANDS_HELP = (
+    "Run 'quantdesk search llama 70b gptq' to find a model, then 'quantdesk branches "
+    "TheBloke/Llama-2-70B-GPTQ' to see a repo's quantization branches."
+)
 
 # Subcommand name → module under app.cli holding its add_parser/run. Order is the order of --help.
 COMMANDS: dict[str, str] = {
