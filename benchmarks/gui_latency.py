@@ -353,10 +353,11 @@ def report(
     if chat is not None:
         _result, gui_tps, alone_tps = chat
         ratio = gui_tps / alone_tps if alone_tps else 0.0
-        ok &= ratio >= RATIO_TARGET
+        met = ratio >= RATIO_TARGET
+        ok &= met
         print(
             f"chat tokens/s: GUI {gui_tps:.1f}, backend alone {alone_tps:.1f}, ratio {ratio:.3f} "
-            f"(target >= {RATIO_TARGET})  {'PASS' if ok else 'FAIL'}"
+            f"(target >= {RATIO_TARGET})  {'PASS' if met else 'FAIL'}"
         )
     return 0 if ok and all(r.passed for r in results) else 1
 
