@@ -59,6 +59,20 @@ class MalformedResponseError(HubError):
     """The Hub answered, but with data QuantDesk cannot read."""
 
 
+class HubRateLimitedError(HubError):
+    """The Hub asked to slow down (429); ``retry_after`` is its Retry-After in seconds, if given."""
+
+    def __init__(
+        self, message: str, hint: str = "", *, retry_after: float | None = None, detail: str = ""
+    ) -> None:
+        super().__init__(message, hint, detail=detail)
+        self.retry_after = retry_after
+
+
+class SearchQueryError(HubError):
+    """The Hub (or QuantDesk, before asking it) refused a search as written."""
+
+
 class DownloadError(QuantDeskError):
     """A model download could not complete (beyond a Hub error)."""
 

@@ -18,6 +18,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.fixtures import build_fixture_hub  # noqa: E402
+from tests.fixtures.hub_search_repos import write_search_repos  # noqa: E402
 from tests.hub_emulator import Faults, HubEmulator  # noqa: E402
 
 
@@ -39,6 +40,7 @@ def emulated_hub() -> Iterator[tuple[HubEmulator, Path]]:
         home = _isolate(Path(tmp))
         root = Path(tmp) / "hub"
         build_fixture_hub(root)
+        write_search_repos(root)
         with HubEmulator(root) as hub:
             os.environ["HF_ENDPOINT"] = hub.endpoint
             yield hub, home
@@ -74,6 +76,7 @@ def remote_hub() -> Iterator[tuple[RemoteHub, Path]]:
         home = _isolate(Path(tmp))
         root = Path(tmp) / "hub"
         build_fixture_hub(root)
+        write_search_repos(root)
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
         process = context.Process(target=_serve, args=(str(root), child), daemon=True)

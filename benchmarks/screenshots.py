@@ -3,8 +3,9 @@
 Run: ``make screenshots`` (offscreen; set QT_QPA_PLATFORM=xcb under Xvfb for a real window system).
 Each picture is the main window at 1360x860: the Models page on this machine, planned GPUs, the first
 start, an error, dark mode; the Downloads page mid-download; the Local models page; Settings; the Chat
-page mid-conversation with SmolLM2-135M GPTQ (the test model, built and cached by tests/models/build.py).
-``--chat`` renders only the chat picture.
+page mid-conversation with SmolLM2-135M GPTQ (the test model, built and cached by tests/models/build.py);
+the search results for "llama 70b gptq" with their fit badges, and the quantized versions of a base model.
+``--chat`` renders only the chat picture, ``--search`` only the search pictures (and the first start).
 """
 
 from __future__ import annotations
@@ -65,11 +66,41 @@ def chat_shot(window: MainWindow, shot: Callable[[MainWindow, str], None]) -> No
     wait_until(lambda: len(replies) == 2, 120)
 
 
+def search_shots(window: MainWindow, shot: Callable[[MainWindow, str], None]) -> None:
+    """The Models page's search: results with fit badges, then the quantized versions of a base model."""
+    page = window.models_page
+    panel = page.search_panel
+    line = page.repo_box.lineEdit()
+    assert line is not None
+    line.setText("llama 70b gptq")
+    page.search("llama 70b gptq")
+    wait_until(lambda: not panel.is_searching and panel.model.rowCount() > 0)
+    wait_until(
+        lambda: (
+            panel.fits_in_flight == 0
+            and all(panel.model.fit_of(h.repo_id) is not None for h in panel.model.hits[:8] if h.is_gptq)
+        ),
+        60,
+    )
+    panel.table.selectRow(0)
+    shot(window, "search-results")
+    panel.gptq_switch.setChecked(False)
+    wait_until(lambda: not panel.is_searching)
+    panel.show_quantized_versions("meta-llama/Llama-2-70b-hf")
+    wait_until(lambda: not panel.is_searching and panel.model.rowCount() > 0)
+    wait_until(lambda: panel.fits_in_flight == 0, 60)
+    shot(window, "search-quantized-versions")
+    panel.gptq_switch.setChecked(True)
+    wait_until(lambda: not panel.is_searching)
+
+
 def main() -> int:
     """Write the PNGs; prints their paths."""
     OUT.mkdir(parents=True, exist_ok=True)
     if "--chat" in sys.argv[1:]:
         return chat_only()
+    if "--search" in sys.argv[1:]:
+        return search_only()
     with emulated_hub() as (hub, _home):
         import shiboken6
 
@@ -101,6 +132,7 @@ def main() -> int:
 
         window = new_window()
         shot(window, "models-first-start")
+        search_shots(window, shot)
 
         page = window.models_page
         page.open_repo("TheBloke/Gated-GPTQ")
@@ -186,6 +218,36 @@ def main() -> int:
 
     for path in written:
         print(path.relative_to(ROOT))
+    return 0
+
+
+def search_only() -> int:
+    """The first start and the search pictures."""
+    with emulated_hub() as (_hub, _home):
+        import shiboken6
+
+        from app.ui.app import create_application, create_window
+        from app.ui.error_center import uninstall_exception_hooks
+        from app.ui.theme import apply_system_theme
+
+        app = create_application()
+        apply_system_theme(app, force_dark=False)
+        window = create_window()
+        uninstall_exception_hooks()
+        window.resize(*SIZE)
+        window.show()
+        window.start_background()
+        wait_until(lambda: window.hardware is not None)
+
+        def shot(w: MainWindow, name: str) -> None:
+            pump(0.3)
+            w.grab().save(str(OUT / f"{name}.png"))
+            print((OUT / f"{name}.png").relative_to(ROOT))
+
+        shot(window, "models-first-start")
+        search_shots(window, shot)
+        window.close()
+        shiboken6.delete(window)
     return 0
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures import RepoSpec, build_fixture_hub
+from tests.fixtures.hub_search_repos import write_search_repos
 from tests.hub_emulator import HubEmulator
 
 # Tokens the emulator knows: one granted the gated repo, one valid but not granted.
@@ -34,9 +35,11 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session")
 def fixture_specs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, RepoSpec]]:
-    """The standard fixture repos, written once per session."""
+    """The standard fixture repos plus the search repos (mostly metadata-only), written once per session."""
     root = tmp_path_factory.mktemp("hub-root")
-    return root, build_fixture_hub(root)
+    specs = build_fixture_hub(root)
+    write_search_repos(root)
+    return root, specs
 
 
 @pytest.fixture(scope="session")

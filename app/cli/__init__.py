@@ -16,10 +16,14 @@ from app.errors import QuantDeskError
 from app.logging_setup import setup_logging
 
 _VERBOSE_HELP = "also show the libraries' logs and warnings on stderr (they always go to the log file)"
-_COMMANDS_HELP = "Run 'quantdesk branches TheBloke/Llama-2-70B-GPTQ' to see a repo's quantization branches."
+_COMMANDS_HELP = (
+    "Run 'quantdesk search llama 70b gptq' to find a model, then 'quantdesk branches "
+    "TheBloke/Llama-2-70B-GPTQ' to see a repo's quantization branches."
+)
 
 # Subcommand name → module under app.cli holding its add_parser/run. Order is the order of --help.
 COMMANDS: dict[str, str] = {
+    "search": "app.cli.search",
     "branches": "app.cli.branches",
     "download": "app.cli.download",
     "verify": "app.cli.verify",

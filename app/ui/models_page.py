@@ -1,4 +1,10 @@
-"""The Models page: open a repo, see every branch with size, memory and fit, pick one, download it.
+"""The Models page: find a model (search) or open a repo, see every branch with size, memory and fit,
+pick one, download it.
+
+The box at the top is search-or-open: an exact ``org/name``, ``org/name:branch`` or a Hub URL opens
+the repo; anything else searches the Hub (debounced while typing) and the results list
+(:class:`~app.ui.models.search_panel.SearchPanel`) takes the page until a result is opened; "Back"
+returns to it.
 
 The catalog is fetched in a worker: the cached table (if any) appears at once, then the refresh
 replaces it. Context length, cache type and planned GPUs re-evaluate the cached facts on the GUI
@@ -11,13 +17,12 @@ import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QItemSelection, QModelIndex, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtCore import QByteArray, QItemSelection, QModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import (
     QAbstractItemDelegate,
     QAbstractItemView,
     QComboBox,
-    QFrame,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -37,6 +42,7 @@ from PySide6.QtWidgets import (
 
 from app.catalog.fit import FitStatus
 from app.catalog.repo_ref import RepoRef, parse_repo_ref
+from app.catalog.search_query import opens_a_repo
 from app.catalog.table import BranchRow
 from app.catalog.vram import CacheType
 from app.errors import QuantDeskError
@@ -52,6 +58,9 @@ from app.ui.branch_table import (
 )
 from app.ui.details_pane import DetailsPane
 from app.ui.error_center import ErrorCenter
+from app.ui.models.base_models import BaseModels
+from app.ui.models.placeholder import Placeholder
+from app.ui.models.search_panel import SearchPanel
 from app.ui.settings import SUGGESTED_REPOS, UiSettings
 from app.ui.workers import Worker, start_worker
 from app.units import GIB, format_size
@@ -135,6 +144,9 @@ class ModelsPage(QWidget):
         self._loading_ref: RepoRef | None = None
         self._shown_ref: RepoRef | None = None  # the repo (and branch) the table shows
         self._selected_branch: str | None = None
+        self._pending_splitter: QByteArray | None = None
+        self.base_models = BaseModels(self)
+        self.base_models.known.connect(self._show_versions_button)
         self._build()
         self._fill_history()
 
@@ -153,11 +165,12 @@ class ModelsPage(QWidget):
         self.repo_box.setMinimumContentsLength(36)
         line = self.repo_box.lineEdit()
         assert line is not None
-        line.setPlaceholderText("org/name, org/name:branch or a huggingface.co URL")
+        line.setPlaceholderText("Search models (e.g. llama 70b gptq) or open org/name[:branch] or a URL")
         line.setClearButtonEnabled(True)
         line.returnPressed.connect(self._open_typed)
+        line.textEdited.connect(self._text_edited)
         self.repo_box.activated.connect(lambda _i: self._open_typed())
-        self.open_button = QPushButton("Open")
+        self.open_button = QPushButton("Search / Open")
         self.open_button.setDefault(True)
         self.open_button.clicked.connect(self._open_typed)
         self.refresh_button = QToolButton()
@@ -165,7 +178,7 @@ class ModelsPage(QWidget):
         self.refresh_button.setToolTip("Fetch the repo again from the Hub")
         self.refresh_button.clicked.connect(self.refresh)
         self.refresh_button.setEnabled(False)
-        top.addWidget(QLabel("Repo"))
+        top.addWidget(QLabel("Model"))
         top.addWidget(self.repo_box, 1)
         top.addWidget(self.open_button)
         top.addWidget(self.refresh_button)
@@ -224,6 +237,15 @@ class ModelsPage(QWidget):
         layout.addLayout(planning)
 
         status = QHBoxLayout()
+        self.back_button = QToolButton()
+        self.back_button.setText("← Results")
+        self.back_button.setToolTip("Back to the search results")
+        self.back_button.clicked.connect(self.show_results)
+        self.back_button.hide()
+        self.versions_button = QToolButton()
+        self.versions_button.setText("Quantized versions")
+        self.versions_button.clicked.connect(self._versions_of_shown)
+        self.versions_button.hide()
         self.repo_title = QLabel()
         font = self.repo_title.font()
         font.setPointSizeF(font.pointSizeF() * 1.2)
@@ -238,10 +260,12 @@ class ModelsPage(QWidget):
         self.busy.setMaximumHeight(10)
         self.busy.setTextVisible(False)
         self.busy.hide()
+        status.addWidget(self.back_button)
         status.addWidget(self.repo_title)
         status.addSpacing(8)
         status.addWidget(self.status_label, 1)
         status.addWidget(self.busy)
+        status.addWidget(self.versions_button)
         layout.addLayout(status)
 
         self.model = BranchTableModel(self)
@@ -270,10 +294,21 @@ class ModelsPage(QWidget):
         selection = self.table.selectionModel()
         selection.selectionChanged.connect(self._selection_changed)
 
-        self.placeholder = self._build_placeholder()
+        self.placeholder = Placeholder()
+        self.placeholder.open_requested.connect(self.open_repo)
+        self.placeholder.search_requested.connect(self.search)
+        # The page rewrites these while a repo opens or fails (and tests read them).
+        self.placeholder_title = self.placeholder.title
+        self.placeholder_text = self.placeholder.text
+        self.suggestions = self.placeholder.suggestions
+        self.suggestion_buttons = self.placeholder.suggestion_buttons
         self.stack = QStackedWidget()
         self.stack.addWidget(self.placeholder)
         self.stack.addWidget(self.table)
+        self.search_panel = SearchPanel(self.errors)
+        self.search_panel.open_requested.connect(self._open_result)
+        self.search_panel.search_started.connect(self._search_started)
+        self.stack.addWidget(self.search_panel)
 
         self.details = DetailsPane()
         self.splitter = QSplitter(Qt.Orientation.Vertical)
@@ -286,43 +321,6 @@ class ModelsPage(QWidget):
         layout.addWidget(self.splitter, 1)
         self.details.hide()
         self._columns_changed()
-
-    def _build_placeholder(self) -> QWidget:
-        box = QFrame()
-        box.setFrameShape(QFrame.Shape.StyledPanel)
-        layout = QVBoxLayout(box)
-        layout.setContentsMargins(24, 24, 24, 24)
-        layout.addStretch(1)
-        self.placeholder_title = QLabel("Browse the quantizations of a GPTQ repo")
-        font = self.placeholder_title.font()
-        font.setPointSizeF(font.pointSizeF() * 1.3)
-        font.setBold(True)
-        self.placeholder_title.setFont(font)
-        self.placeholder_title.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.placeholder_text = QLabel(
-            "Type a repo above (org/name, org/name:branch, or paste its huggingface.co URL).\n"
-            "Every branch is listed with its size, the memory each backend needs and whether it fits."
-        )
-        self.placeholder_text.setWordWrap(True)
-        self.placeholder_text.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        layout.addWidget(self.placeholder_title)
-        layout.addWidget(self.placeholder_text)
-        self.suggestions = QWidget()
-        row = QHBoxLayout(self.suggestions)
-        row.addStretch(1)
-        row.addWidget(QLabel("Try one:"))
-        self.suggestion_buttons: list[QPushButton] = []
-        for repo in SUGGESTED_REPOS:
-            button = QPushButton(repo)
-            button.setCursor(Qt.CursorShape.PointingHandCursor)
-            button.clicked.connect(lambda _checked=False, r=repo: self.open_repo(r))
-            self.suggestion_buttons.append(button)
-            row.addWidget(button)
-        row.addStretch(1)
-        layout.addSpacing(12)
-        layout.addWidget(self.suggestions)
-        layout.addStretch(2)
-        return box
 
     def _show_placeholder(self) -> None:
         self.stack.setCurrentWidget(self.placeholder)
@@ -355,20 +353,40 @@ class ModelsPage(QWidget):
             self.open_repo(history[0])
 
     def open_repo(self, text: str) -> bool:
-        """Open a repo as typed; False (and a message) when the text is not a repo."""
+        """Open a repo as typed; False (and a message in the banner, once) when the text is not a repo."""
         try:
             ref = parse_repo_ref(text)
         except QuantDeskError as exc:
             self.errors.report(exc, "opening a repo")
-            self._set_status(exc.message, error=True)
             return False
         self.repo_box.setEditText(str(ref))
         if ref == self._loading_ref:
             return True  # already on its way (Enter and the combo's activation both ask)
-        self.settings.remember_repo(str(ref))
-        self._fill_history()
+        self.back_button.setVisible(self.search_panel.query is not None)
         self._start_loading(ref)
         return True
+
+    def search(self, text: str) -> None:
+        """Search the Hub for ``text`` and show the results."""
+        self.repo_box.setEditText(text)
+        self.search_panel.search(text)
+
+    def show_quantized_versions(self, base_model: str) -> None:
+        """List the quantized uploads of ``base_model`` (GPTQ first)."""
+        self.search_panel.show_quantized_versions(base_model)
+
+    def show_results(self) -> None:
+        """Show the search results (Back from a repo opened from them)."""
+        if self._worker is not None:
+            self._worker.quit()
+            self._generation += 1  # a repo still loading no longer takes the page
+            self._finished(self._generation)
+        self.stack.setCurrentWidget(self.search_panel)
+        self.details.hide()
+        self.back_button.hide()
+        self.versions_button.hide()
+        self.repo_title.setText("")
+        self._set_status("")
 
     def refresh(self) -> None:
         """Fetch the shown repo again."""
@@ -409,6 +427,7 @@ class ModelsPage(QWidget):
         state = self.settings.bytes_value("models/splitter")
         if state is not None:
             self.splitter.restoreState(state)
+            self._pending_splitter = state  # again once the details pane shows: hidden, it may get 0
         else:
             self.splitter.setSizes([330, 370])
 
@@ -416,8 +435,44 @@ class ModelsPage(QWidget):
 
     def _open_typed(self) -> None:
         text = self.repo_box.currentText().strip()
-        if text:
+        if not text:
+            return
+        if opens_a_repo(text):
             self.open_repo(text)
+        else:
+            self.search(text)
+
+    def _text_edited(self, text: str) -> None:
+        if opens_a_repo(text):
+            self.search_panel.schedule_search("")  # a repo id opens on Enter: drop a pending search
+            return
+        self.search_panel.schedule_search(text)  # the page turns to the results when it starts
+
+    def _search_started(self) -> None:
+        query = self.search_panel.query
+        if query is not None and query.base_model:
+            self.repo_box.setEditText("")  # the words of an earlier search no longer describe the list
+        self.show_results()
+
+    def _open_result(self, repo_id: str) -> None:
+        self.base_models.remember(self.search_panel.model.hits[self.search_panel.model.row_of(repo_id)])
+        self.open_repo(repo_id)
+
+    def _versions_of_shown(self) -> None:
+        base = self.base_models.get(self.catalog.repo_id) if self.catalog is not None else None
+        if base:
+            self.show_quantized_versions(base)
+
+    def _show_versions_button(self, repo_id: str) -> None:
+        if (
+            self.catalog is None
+            or self.catalog.repo_id != repo_id
+            or self.stack.currentWidget() is not self.table
+        ):
+            return
+        base = self.base_models.get(repo_id)
+        self.versions_button.setVisible(base is not None)
+        self.versions_button.setToolTip(f"List the quantized uploads of {base}" if base else "")
 
     def _start_loading(self, ref: RepoRef) -> None:
         if self._worker is not None:
@@ -455,8 +510,15 @@ class ModelsPage(QWidget):
         self.repo_title.setText(catalog.repo_id)
         self.stack.setCurrentWidget(self.table)
         self.details.show()
+        if self._pending_splitter is not None:
+            self.splitter.restoreState(self._pending_splitter)
+            self._pending_splitter = None
         self.model.set_branches(catalog.repo_id, catalog.branches)  # the reset re-selects the row
         start_worker(read_measurements, catalog.repo_id, connect={"returned": self.model.set_measurements})
+        if self._loading_ref is not None and str(self._loading_ref) not in self.settings.repo_history[:1]:
+            self.settings.remember_repo(str(self._loading_ref))  # only repos that opened join the list
+            self._fill_history()
+        self._show_versions_button(catalog.repo_id)
         if final and catalog.access_note:
             self._set_status(f"🔒 {catalog.access_note}", stale=True)
         elif final and not catalog.stale:
@@ -487,7 +549,7 @@ class ModelsPage(QWidget):
             "Settings for gated and private repos."
         )
         self.placeholder_text.setToolTip(report.message)
-        self.suggestions.setVisible(not self.settings.repo_history[1:])
+        self.suggestions.setVisible(not self.settings.repo_history)
         self._show_placeholder()
         self._set_status("")
 
@@ -514,6 +576,7 @@ class ModelsPage(QWidget):
         cache = CacheType(self.cache_box.currentData())
         self.settings.cache_type = cache
         self.model.set_planning(context, cache, self.prompt_box.value() or None)
+        self.search_panel.set_planning(context, cache, self.model.hardware)
 
     def _plan_changed(self) -> None:
         if self._detected is None:
@@ -535,6 +598,9 @@ class ModelsPage(QWidget):
             self.prompt_box.value() or None,
         )
         self.model.set_hardware(hardware)
+        self.search_panel.set_planning(
+            self.context_box.value() or None, CacheType(self.cache_box.currentData()), hardware
+        )
         self._show_details()
 
     # -- table ----------------------------------------------------------------------------------------

@@ -130,3 +130,21 @@ def live_workers() -> int:
     """How many workers have not finished yet."""
     with _LIVE_LOCK:
         return len(_LIVE)
+
+
+def while_alive(owner: QObject, **slots: Callable[..., None]) -> dict[str, Callable[..., None]]:
+    """``connect`` slots for :func:`start_worker` that do nothing once ``owner`` was deleted.
+
+    A worker may outlive the widget that started it (a window closed while a request is out); its
+    answer must then be dropped rather than reach a deleted C++ object.
+    """
+    import shiboken6
+
+    def guarded(slot: Callable[..., None]) -> Callable[..., None]:
+        def call(*args: Any) -> None:
+            if shiboken6.isValid(owner):
+                slot(*args)
+
+        return call
+
+    return {name: guarded(slot) for name, slot in slots.items()}

@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from .faults import FaultCounters, Faults
 from .repos import LFS_POINTER_SIZE, FileEntry, RepoStore, Snapshot
+from .search import list_models
 
 FIXED_DATE = "2024-01-01T00:00:00.000Z"
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
@@ -407,12 +408,18 @@ class HubEmulator:
     """
 
     def __init__(
-        self, root: Path, *, tokens: dict[str, list[str]] | None = None, tree_page_size: int = 1000
+        self,
+        root: Path,
+        *,
+        tokens: dict[str, list[str]] | None = None,
+        tree_page_size: int = 1000,
+        models_page_size: int = 1000,
     ) -> None:
         self.root = Path(root)
         self.store = RepoStore(self.root)
         self.tokens: dict[str, list[str]] = dict(tokens or {})
         self.tree_page_size = max(1, tree_page_size)
+        self.models_page_size = max(1, models_page_size)  # the most /api/models answers per page
         self.endpoint = ""
         self.cdn_endpoint = ""
         self.requests: list[LoggedRequest] = []
@@ -512,6 +519,13 @@ class HubEmulator:
         segments = raw_path.split("/")[1:]
         if server == "cdn":
             return self._route_cdn(method, segments, headers)
+        if segments[:2] == ["api", "models"] and segments[2:] in ([], [""]):
+            if method not in ("GET", "HEAD"):
+                return _error(405, "Method Not Allowed", headers=[("Allow", "GET, HEAD")])
+            status, answer, link = list_models(self.store, self.endpoint, query, self.models_page_size)
+            if status != 200:
+                return _error(status, str(answer))
+            return _json_response(200, answer, [("Link", link)] if link else [])
         if segments[:2] == ["api", "models"] and len(segments) >= 4:
             return self._route_api(method, segments, query, headers, body)
         if len(segments) >= 5 and segments[2] == "resolve":
