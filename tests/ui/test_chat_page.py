@@ -308,6 +308,10 @@ def test_smollm2_two_turns_stream_and_preview_matches_the_engine(
     info = load(qtbot, page, smollm2_dir, "SmolLM2-135M-Instruct")
     assert info.context_length == 1024
     assert "model's own template" in page.template_bar.label.text()
+    # SmolLM2's Jinja template adds its own system prompt: the bar counts it (not "system 0").
+    budget = page.state.budget  # type: ignore[union-attr]
+    assert budget is not None and budget.system > 10
+    assert f"system prompt and template {budget.system}," in page.budget.describe()
     pieces: list[str] = []
     page.controller.worker.chunk.connect(pieces.append)
     first = send(qtbot, page, "What is the capital of France?")
@@ -387,6 +391,7 @@ def test_conversations_survive_a_restart_and_can_be_managed(
     assert len(listing.titles()) == 1
     listing.select_row(0)
     assert [r.role for r in again.transcript.rows()] == ["user", "assistant"]
+    assert "tokens/s" in again.transcript.rows()[1].footer  # the reply's stats, stored with it
     again.ask_text = lambda *_a: "Foxes"
     again.rename_conversation()
     listing.search.setText("")

@@ -208,7 +208,7 @@ def test_a_long_model_name_is_shortened_in_the_header_never_clipped(make_page: o
     assert label.shown_text() == name
 
 
-def test_a_1000_message_conversation_lays_out_only_what_is_on_screen(make_page: object) -> None:
+def test_a_1000_message_conversation_lays_out_only_what_is_on_screen(qtbot: QtBot, make_page: object) -> None:
     conversation = Conversation(title="Long")
     for i in range(500):
         conversation.add(Role.USER, f"Question {i}: tell me more about foxes")
@@ -216,7 +216,7 @@ def test_a_1000_message_conversation_lays_out_only_what_is_on_screen(make_page: 
     save(conversation)
     page: ChatPage = make_page()  # type: ignore[operator]
     page.conversation_list.select(conversation.id)
-    page.repaint()
+    qtbot.waitUntil(lambda: bool(page.transcript.delegate.laid_out()), timeout=5000)  # painted
     rows = page.transcript.rows()
     assert len(rows) == 1000 and rows[-1].text == "Answer 499: the fox jumps over the dog"
     assert 0 < len(page.transcript.delegate.laid_out()) < 60  # a screenful, not a thousand

@@ -68,20 +68,30 @@ class MessageDelegate(QStyledItemDelegate):
         self.hovered: tuple[str, str] | None = None  # (message id, action) under the mouse
         self.width = 600
         self._font_cache: tuple[QFont, QFont, QFontMetrics, int] | None = None
-        self._char_width: int | None = None
-        self._sizes: dict[str, tuple[tuple[str, bool, str], int, int]] = {}  # id -> (key, width, height)
+        self._char_width = 8
+        self._line = 16
+        self._sizes: dict[str, tuple[MessageRow, int, int]] = {}  # id -> (row, width, height)
+        self.rows: list[MessageRow] | None = None  # the model's rows (the view sets it)
 
     # -- fonts and sizes ------------------------------------------------------------------------------
 
-    def _fonts(self) -> tuple[QFont, QFont]:
+    def font_changed(self) -> None:
+        """Measure the view's font again (the view calls this on a font change) and forget sizes."""
         font = self._view.font()
-        if self._font_cache is None or self._font_cache[0] != font:
-            bold = QFont(font)
-            bold.setBold(True)
-            metrics = QFontMetrics(font)
-            self._font_cache = (font, bold, metrics, QFontMetrics(bold).height() + 2)
-            self._char_width = None
-            self._sizes.clear()
+        bold = QFont(font)
+        bold.setBold(True)
+        metrics = QFontMetrics(font)
+        self._font_cache = (font, bold, metrics, QFontMetrics(bold).height() + 2)
+        self._char_width = max(1, metrics.averageCharWidth())
+        self._line = metrics.lineSpacing()
+        self._sizes.clear()
+        self._heights.clear()
+        self._docs.clear()
+
+    def _fonts(self) -> tuple[QFont, QFont]:
+        if self._font_cache is None:
+            self.font_changed()
+        assert self._font_cache is not None
         return self._font_cache[0], self._font_cache[1]
 
     def _metrics(self) -> QFontMetrics:
@@ -126,15 +136,13 @@ class MessageDelegate(QStyledItemDelegate):
 
     def _estimate_lines(self, text: str, width: int) -> int:
         # Average character width: no shaping, a microsecond a row; painting measures exactly.
-        if self._char_width is None:
-            self._char_width = max(1, self._metrics().averageCharWidth())
         per_line = max(1, width // self._char_width)
         if "\n" not in text:
             return max(1, -(-len(text) // per_line))
         return sum(max(1, -(-len(p) // per_line)) for p in text.split("\n"))
 
     def _estimate_body(self, row: MessageRow, width: int) -> int:
-        return self._estimate_lines(row.text or "…", width) * self._metrics().lineSpacing()
+        return self._estimate_lines(row.text or "…", width) * self._line
 
     def _known(self, row: MessageRow, width: int) -> tuple[int, int] | None:
         known = self._heights.get(row.id)
@@ -152,7 +160,7 @@ class MessageDelegate(QStyledItemDelegate):
         known = self._known(row, width)
         if known is not None:
             return known[1]
-        return self._estimate_lines(row.footer, width) * self._metrics().lineSpacing()
+        return self._estimate_lines(row.footer, width) * self._line
 
     def _exact_footer(self, row: MessageRow, width: int) -> int:
         if not row.footer:
@@ -166,20 +174,23 @@ class MessageDelegate(QStyledItemDelegate):
         return self._font_cache[3]
 
     def sizeHint(self, option: QStyleOptionViewItem, index: _Index) -> QSize:
-        row = index.data(ROW_ROLE)
-        width = self._width()
-        if not isinstance(row, MessageRow):
+        # Called for every row on each layout pass: kept lean (rows read straight from the model, the
+        # result cached by row identity: rows are immutable and replaced when they change).
+        width = self.width
+        rows = self.rows
+        at = index.row()
+        if rows is None or not 0 <= at < len(rows):
             return QSize(width, 0)
-        key = (row.text, row.streaming, row.footer)
+        row = rows[at]
         cached = self._sizes.get(row.id)
-        if cached is not None and cached[0] == key and cached[1] == width:
+        if cached is not None and cached[0] is row and cached[1] == width:
             return QSize(width, cached[2])
         body_w = self._body_width(width)
         height = 2 * MARGIN + 2 * PAD_Y + self._header_height() + GAP + self._body_height(row, body_w)
         footer = self._footer_height(row, body_w)
         if footer:
             height += GAP + footer
-        self._sizes[row.id] = (key, width, height)
+        self._sizes[row.id] = (row, width, height)
         return QSize(width, height)
 
     # -- layout ---------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ class Transcript(QListView):
         self.model_ = TranscriptModel(self)
         self.setModel(self.model_)
         self.delegate = MessageDelegate(self)
+        self.delegate.rows = self.model_.rows
+        self.delegate.font_changed()
         self.setItemDelegate(self.delegate)
         self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -182,6 +184,11 @@ class Transcript(QListView):
     def _range_changed(self, _low: int, high: int) -> None:
         if self._follow:
             self.verticalScrollBar().setValue(high)
+
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() == QEvent.Type.FontChange:
+            self.delegate.font_changed()
+        super().changeEvent(event)
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         self.delegate.set_width(self.viewport().width())

@@ -43,7 +43,7 @@ class TranscriptModel(QAbstractListModel):
     def set_rows(self, rows: list[MessageRow]) -> None:
         """Replace every row (a conversation opened, a version switched)."""
         self.beginResetModel()
-        self.rows = list(rows)
+        self.rows[:] = rows  # the same list object: the delegate reads it directly
         self._positions = {row.id: i for i, row in enumerate(self.rows)}
         self.endResetModel()
 
