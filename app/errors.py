@@ -185,6 +185,10 @@ class ChatImportError(ChatError):
     """A conversation file to import is not a QuantDesk JSON export."""
 
 
+class ChatStoreError(ChatError):
+    """The conversations database could not be read or written (disk full, locked, damaged)."""
+
+
 class ChatModelNotFoundError(ChatError):
     """The model to chat with is neither a model folder nor a downloaded REPO[:BRANCH]."""
 

@@ -118,6 +118,32 @@ def test_repl_streams_saves_resets_and_exits(
     assert model.tokenizer.spell(model.prompts[2]) == "### Human: Third?\n### Assistant:"  # after /reset
 
 
+def test_save_with_a_damaged_chats_file_sets_it_aside_and_saves(
+    model_dir: Path,
+    fake_load: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.chat.storage import default_db_path
+
+    damaged = default_db_path()
+    damaged.parent.mkdir(parents=True, exist_ok=True)
+    damaged.write_bytes(b"this is not a database\n" * 100)
+    monkeypatch.setattr("sys.stdin", io.StringIO("Capital?\n/save\n/exit\n"))
+    assert main(["chat", str(model_dir)]) == 0
+    captured = capsys.readouterr()
+    assert "warning: The chat history file was damaged" in captured.err and "Saved as" in captured.err
+    assert "Traceback" not in captured.err and "warning" not in captured.out
+    [aside] = damaged.parent.glob("chats.sqlite3.corrupt-*[0-9]")
+    assert aside.read_bytes() == b"this is not a database\n" * 100
+    with ChatStore() as store:
+        [summary] = store.list()
+        assert [m.content for m in store.load(summary.id).active_path()] == [
+            "Capital?",
+            "Paris is the capital.",
+        ]
+
+
 def test_repl_ends_on_end_of_input(
     model_dir: Path, fake_load: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -159,10 +185,13 @@ def test_the_chat_core_imports_no_torch_backend_or_qt() -> None:
     import subprocess
     import sys
 
-    modules = "cli conversation detection engine jinja_template model_files profiles storage templates"
+    modules = (
+        "cli.chat chat.budget chat.conversation chat.detection chat.engine chat.export chat.jinja_template "
+        "chat.message chat.model_files chat.profiles chat.storage chat.storage_schema chat.templates"
+    )
     code = (
         "import sys, json\n"
-        + "".join(f"import app.chat.{m}\n" for m in modules.split())
+        + "".join(f"import app.{m}\n" for m in modules.split())
         + "print(json.dumps(sorted(m for m in ('torch', 'transformers', 'gptqmodel', 'exllamav2', 'PySide6')"
         " if m in sys.modules)))"
     )

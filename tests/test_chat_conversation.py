@@ -126,11 +126,14 @@ def test_empty_conversation() -> None:
     assert plan.kept == plan.dropped == () and plan.prompt_tokens == 3 and plan.budget == 90
 
 
-def test_edit_drops_every_later_message() -> None:
+def test_edit_starts_a_new_branch_and_keeps_every_later_message_on_the_old_one() -> None:
     conv = _conversation("u1", "a1", "u2", "a2")
-    removed = conv.edit(conv.messages[0].id, "u1 edited")
+    old_first = conv.messages[0]
+    edited = conv.edit(old_first.id, "u1 edited")
     assert [m.content for m in conv.messages] == ["u1 edited"]
-    assert [m.content for m in removed] == ["a1", "u2", "a2"]
+    assert conv.versions(edited.id) == [old_first, edited]
+    conv.select_version(old_first.id)
+    assert [m.content for m in conv.messages] == ["u1", "a1", "u2", "a2"]
 
 
 def test_token_counts_are_cached_per_message_until_the_content_changes() -> None:

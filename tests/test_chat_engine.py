@@ -250,13 +250,18 @@ def test_a_backend_error_keeps_the_partial_reply_and_raises() -> None:
     assert (reply.content, reply.stop_reason) == ("partial", "error")
 
 
-def test_regenerate_replaces_the_last_reply_with_the_same_prompt() -> None:
+def test_regenerate_adds_a_version_of_the_last_reply_with_the_same_prompt_and_keeps_the_old() -> None:
     session, model = _session(replies=[["first"], ["second"]])
     _run(session.send("q"))
+    first = session.conversation.messages[-1]
     _, end = _run(session.regenerate())
     assert end.message.content == "second"
     assert [m.content for m in session.conversation.messages] == ["q", "second"]
     assert model.prompts[0] == model.prompts[1]
+    assert session.conversation.versions(end.message.id) == [first, end.message]
+    assert session.conversation.version_position(end.message.id) == (2, 2)
+    session.select_version(first.id)
+    assert [m.content for m in session.conversation.messages] == ["q", "first"]
 
 
 def test_continue_extends_the_last_reply_from_where_it_stopped() -> None:
@@ -270,16 +275,18 @@ def test_continue_extends_the_last_reply_from_where_it_stopped() -> None:
     assert model.tokenizer.spell(model.prompts[1]) == "### Human: story\n### Assistant: Once upon"
 
 
-def test_edit_drops_later_turns_and_reply_answers_the_new_text() -> None:
+def test_edit_branches_off_and_reply_answers_the_new_text_while_the_old_turns_stay() -> None:
     session, model = _session(replies=[["a1"], ["a2"], ["a1'"]])
     _run(session.send("u1"))
     _run(session.send("u2"))
     first = session.conversation.messages[0]
-    removed = session.edit(first.id, "u1 edited")
-    assert [m.content for m in removed] == ["a1", "u2", "a2"]
+    edited = session.edit(first.id, "u1 edited")
+    assert edited.parent_id is None and session.conversation.version_position(edited.id) == (2, 2)
     _run(session.reply())
     assert [m.content for m in session.conversation.messages] == ["u1 edited", "a1'"]
     assert model.tokenizer.spell(model.prompts[-1]) == "### Human: u1 edited\n### Assistant:"
+    session.select_version(first.id)
+    assert [m.content for m in session.conversation.messages] == ["u1", "a1", "u2", "a2"]
 
 
 def test_actions_that_need_a_state_say_so() -> None:

@@ -84,14 +84,23 @@ def test_sync_and_load_round_trip_and_list() -> None:
         assert (summary.repo_id, summary.template) == ("TheBloke/Llama-2-7B-Chat-GPTQ", "Llama-2-chat")
 
 
-def test_sync_removes_messages_the_conversation_dropped() -> None:
+def test_sync_saves_an_edit_as_a_new_version_and_keeps_the_old_branch() -> None:
     conv = _conversation()
     with ChatStore() as store:
         store.sync(conv)
-        conv.edit(conv.messages[0].id, "Capital of Spain?")
+        first = conv.messages[0]
+        conv.edit(first.id, "Capital of Spain?")
         store.sync(conv)
         loaded = store.load(conv.id)
         assert [m.content for m in loaded.messages] == ["Capital of Spain?"]
+        assert len(loaded.all_messages()) == 5 and store.list()[0].message_count == 5
+        loaded.select_version(first.id)
+        _same(loaded, conv_with_first_active(conv, first.id))
+
+
+def conv_with_first_active(conv: Conversation, message_id: str) -> Conversation:
+    conv.select_version(message_id)
+    return conv
 
 
 def test_delete_rename_and_missing() -> None:
@@ -253,3 +262,66 @@ def test_import_of_a_minimal_hand_written_file() -> None:
         }
     )
     assert [m.content for m in conv.messages] == ["hi", "hello"] and conv.meta == ChatMeta()
+
+
+def _branched() -> Conversation:
+    """Two root versions of the question; the second reply has two versions; the old branch is active."""
+    conv = _conversation()
+    first = conv.messages[0]
+    conv.edit(first.id, "Capital of Spain?")
+    conv.add(Role.ASSISTANT, "Madrid.")
+    conv.select_version(first.id)
+    italy = conv.messages[2]
+    conv.add_child(italy.id, Role.ASSISTANT, "Rome.")
+    return conv
+
+
+def test_json_keeps_every_branch_and_import_restores_the_tree() -> None:
+    conv = _branched()
+    data = json.loads(json.dumps(conversation_to_json(conv)))
+    assert data["version"] == 2 and len(data["messages"]) == 7
+    assert data["active_path"] == [m.id for m in conv.messages]
+    back = conversation_from_json(data)
+    assert [m.content for m in back.messages] == ["Capital of France?", "Paris.", "And of Italy? 🇮🇹", "Rome."]
+    _same(back, conv)
+    assert [m.id for m in back.all_messages()] == [m.id for m in conv.all_messages()]
+    back.select_version(back.versions(back.messages[0].id)[1].id)
+    assert [m.content for m in back.messages] == ["Capital of Spain?", "Madrid."]
+    with ChatStore() as store:
+        imported = store.import_json(data)
+        again = store.import_json(data)  # fresh ids: parents and active versions follow
+        assert again.id != imported.id
+        loaded = store.load(again.id)
+        assert [m.content for m in loaded.messages] == [m.content for m in conv.messages]
+        assert len(loaded.all_messages()) == 7
+        assert {m.id for m in loaded.all_messages()}.isdisjoint({m.id for m in conv.all_messages()})
+
+
+def test_a_version_1_json_export_imports_as_one_branch() -> None:
+    conv = conversation_from_json(
+        {
+            "format": "quantdesk-conversation",
+            "version": 1,
+            "messages": [
+                {"id": "a", "role": "user", "content": "hi"},
+                {"id": "b", "role": "assistant", "content": "hello"},
+                {"id": "c", "role": "user", "content": "bye"},
+            ],
+        }
+    )
+    assert [(m.id, m.parent_id) for m in conv.messages] == [("a", None), ("b", "a"), ("c", "b")]
+
+
+def test_markdown_exports_the_active_path_by_default_and_every_branch_on_request() -> None:
+    conv = _branched()
+    active = conversation_to_markdown(conv)
+    assert "Capital of France?" in active and "Rome." in active
+    assert "Capital of Spain?" not in active and "Madrid." not in active
+    assert "version 1 of 2" in active  # the question has another version
+    everything = conversation_to_markdown(conv, all_branches=True)
+    assert everything.startswith(active.rstrip("\n"))
+    assert "## Branch 1: version 1 of 2 of message 4" in everything  # the interrupted "Ro"
+    assert "## Branch 2: version 2 of 2 of message 1" in everything
+    assert everything.count("Capital of Spain?") == 1 and everything.count("Madrid.") == 1
+    # Each of the 7 messages appears once: 4 on the active path, 2 + 1 in branches.
+    assert everything.count("## User") + everything.count("## Assistant") == 7

@@ -1,241 +1,43 @@
-"""Messages, turns and the context budget.
+"""A conversation is a tree of messages; the active path through it is the chat the model sees.
 
-Budget rule: system prompt + kept history + the reply's reserved tokens <= the model's context
-length. Over budget, whole turns (a user message and the replies to it) drop out, oldest first; the
-system prompt, pinned turns and the newest turn never do. What dropped is reported (the UI greys it
-out), a message is never cut in half, and one message that cannot fit on its own is a typed error.
+Editing a message adds a new version of it (a sibling: same parent) and makes it active; the old
+version and everything after it stay as another branch. A new reply (Regenerate) is another version
+of the reply. Each node remembers which of its children is active; the active path starts at the
+active root version and follows the active child of each node down to a leaf. Only
+:meth:`Conversation.delete_message` and :meth:`Conversation.delete_branch` remove anything.
 
-Token counts are cached per message (keyed by its content), so planning a long conversation costs
-the same per turn as a short one: only new or edited messages are tokenized.
+The conversation also remembers which messages changed since it was last saved (or loaded), so a
+store writes a turn, not the whole conversation again.
+
+The budget planner lives in :mod:`app.chat.budget`; its names are re-exported here.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
-from app.chat.templates import ChatMessage, PromptTemplate, Role, TokenizerLike, encode_segments
-from app.errors import ContextBudgetError, MessageTooLongError
+from app.chat.budget import ContextPlan, TokenCounter, group_turns, plan_context
+from app.chat.message import Message, ReplyStats, new_id
+from app.chat.templates import ChatMessage, Role
 
-# Template tokens assumed around a message when the template cannot render a probe conversation
-# (e.g. a Jinja template that insists on strict alternation); the exact prompt is checked afterwards.
-_FALLBACK_OVERHEAD: Final = 8
-_PREVIEW_CHARS: Final = 40
+__all__ = [
+    "ChatMeta",
+    "ContextPlan",
+    "Conversation",
+    "Message",
+    "PendingChanges",
+    "ReplyStats",
+    "TokenCounter",
+    "group_turns",
+    "new_id",
+    "plan_context",
+]
 
-
-def new_id() -> str:
-    """A random, URL-safe id for a conversation or a message."""
-    return uuid.uuid4().hex
-
-
-@dataclass
-class Message:
-    """One message of a conversation (user or assistant; the system prompt is the conversation's)."""
-
-    role: Role
-    content: str
-    id: str = field(default_factory=new_id)
-    pinned: bool = False
-    created_at: float = field(default_factory=time.time)
-    updated_at: float = field(default_factory=time.time)
-    # False while a reply streams, and for a reply cut off by a crash (found so on reopening).
-    complete: bool = True
-    stop_reason: str | None = None  # StopReason value for assistant replies
-    token_count: int | None = None  # tokens of the content alone, once counted
-
-    def as_chat(self) -> ChatMessage:
-        """The message as a template sees it."""
-        return ChatMessage(self.role, self.content)
-
-    def preview(self) -> str:
-        """The start of the content on one line, for messages that name a message."""
-        text = " ".join(self.content.split())
-        return text if len(text) <= _PREVIEW_CHARS else text[: _PREVIEW_CHARS - 1] + "…"
-
-
-def group_turns(messages: Sequence[Message]) -> list[list[Message]]:
-    """Split messages into turns: each user message starts one; replies join the turn before them."""
-    turns: list[list[Message]] = []
-    for message in messages:
-        if message.role is Role.USER or not turns:
-            turns.append([message])
-        else:
-            turns[-1].append(message)
-    return turns
-
-
-class TokenCounter:
-    """Token counts of messages for one tokenizer and template, cached by message id and content."""
-
-    def __init__(self, tokenizer: TokenizerLike, template: PromptTemplate) -> None:
-        self.tokenizer = tokenizer
-        self.template = template
-        self._content: dict[str, tuple[str, int]] = {}
-        self._overhead: dict[str, int] = {}
-        self.encoded_chars = 0  # characters tokenized so far (lets tests check the caching)
-
-    def _encode(self, text: str) -> list[int]:
-        self.encoded_chars += len(text)
-        return self.tokenizer.encode(text)
-
-    def text_tokens(self, text: str) -> int:
-        """Tokens of a bare text (not cached)."""
-        return len(self._encode(text)) if text else 0
-
-    def content_tokens(self, message: Message) -> int:
-        """Tokens of the message's content; cached until the content changes."""
-        cached = self._content.get(message.id)
-        if cached is not None and cached[0] == message.content:
-            return cached[1]
-        count = self.text_tokens(message.content)
-        self._content[message.id] = (message.content, count)
-        message.token_count = count
-        return count
-
-    def _rendered(self, messages: list[ChatMessage], generation: bool) -> int:
-        segments = self.template.render(messages, add_generation_prompt=generation)
-        return len(encode_segments(segments, _CountingTokenizer(self)))
-
-    def overhead(self, role: Role) -> int:
-        """Template tokens one message of ``role`` adds around its content (measured once, by difference).
-
-        Each probe adds the message where it usually sits — a later user turn, a reply, a system
-        prompt before the first turn — so folded layouts such as Llama-2's system block are priced right.
-        """
-        key = role.value
-        if key not in self._overhead:
-            probe = ChatMessage(role, "x")
-            sys_, user, reply = (
-                ChatMessage(Role.SYSTEM, "s"),
-                ChatMessage(Role.USER, "u"),
-                ChatMessage(Role.ASSISTANT, "a"),
-            )
-            base, with_message = {
-                Role.SYSTEM: ([user], [probe, user]),
-                Role.USER: ([sys_, user, reply], [sys_, user, reply, probe]),
-                Role.ASSISTANT: ([sys_, user], [sys_, user, probe]),
-            }[role]
-            try:
-                value = (
-                    self._rendered(with_message, False) - self._rendered(base, False) - self.text_tokens("x")
-                )
-            except Exception:  # a template may refuse the probe conversation; the exact check corrects
-                value = _FALLBACK_OVERHEAD
-            self._overhead[key] = max(0, value)
-        return self._overhead[key]
-
-    def generation_overhead(self) -> int:
-        """Tokens of the generation prompt (the opened assistant turn)."""
-        if "generation" not in self._overhead:
-            base = [ChatMessage(Role.SYSTEM, "s"), ChatMessage(Role.USER, "u")]
-            try:
-                value = max(0, self._rendered(base, True) - self._rendered(base, False))
-            except Exception:
-                value = _FALLBACK_OVERHEAD
-            self._overhead["generation"] = value
-        return self._overhead["generation"]
-
-    def message_tokens(self, message: Message) -> int:
-        """Estimated tokens the message costs in a prompt: content plus its template overhead."""
-        return self.content_tokens(message) + self.overhead(message.role)
-
-
-class _CountingTokenizer:
-    """A tokenizer view that counts what the probe renderings encode."""
-
-    def __init__(self, counter: TokenCounter) -> None:
-        self._counter = counter
-        self.bos_token_id = counter.tokenizer.bos_token_id
-        self.eos_token_id = counter.tokenizer.eos_token_id
-
-    def encode(self, text: str) -> list[int]:
-        return self._counter._encode(text)
-
-
-@dataclass(frozen=True)
-class ContextPlan:
-    """Which messages go into the prompt and which are out of context, and the numbers behind it."""
-
-    kept: tuple[str, ...]  # message ids in the prompt, in conversation order
-    dropped: tuple[str, ...]  # message ids out of context (oldest turns first)
-    prompt_tokens: int  # estimated by the planner; exact once the engine has encoded the prompt
-    budget: int  # tokens the prompt may use: context_length - reserve
-    context_length: int
-    reserve: int  # tokens kept free for the reply
-
-    @property
-    def truncated(self) -> bool:
-        """Whether any message is out of context."""
-        return bool(self.dropped)
-
-
-def plan_context(
-    messages: Sequence[Message],
-    cost: Callable[[Message], int],
-    *,
-    fixed_tokens: int,
-    context_length: int,
-    reserve: int,
-    extra_drop: int = 0,
-) -> ContextPlan:
-    """Choose the turns that fit.
-
-    ``cost`` gives a message's tokens; ``fixed_tokens`` is what every prompt pays (system prompt,
-    generation prompt, BOS). ``extra_drop`` drops that many more of the oldest unpinned turns (the
-    engine's correction when the exact prompt came out longer than the estimate).
-    Raises MessageTooLongError when one message that must stay cannot fit even alone, and
-    ContextBudgetError when the newest turn plus the pinned ones do not fit together.
-    """
-    budget = context_length - reserve
-    turns = group_turns(messages)
-    if not turns:
-        return ContextPlan((), (), fixed_tokens, budget, context_length, reserve)
-    newest = turns[-1]
-    required = [t for t in turns[:-1] if any(m.pinned for m in t)] + [newest]
-    for turn in required:
-        for message in turn:
-            if fixed_tokens + cost(message) > budget:
-                who = "Your message" if message.role is Role.USER else "A reply"
-                raise MessageTooLongError(
-                    f"{who} ({cost(message)} tokens, '{message.preview()}') does not fit the context: "
-                    f"{context_length} tokens, minus {reserve} kept for the reply and {fixed_tokens} for "
-                    "the system prompt and template, leaves "
-                    f"{max(0, budget - fixed_tokens)}.",
-                    "Shorten it, shorten the system prompt, lower max new tokens or load the model with a "
-                    "longer context.",
-                )
-    total = fixed_tokens + sum(cost(m) for turn in required for m in turn)
-    if total > budget:
-        raise ContextBudgetError(
-            f"The newest turn and the pinned turns need {total} tokens; {budget} are available "
-            f"({context_length} context - {reserve} for the reply).",
-            "Unpin some turns, lower max new tokens or load the model with a longer context.",
-        )
-    kept_turns = {id(t) for t in required}
-    history: list[tuple[list[Message], int]] = []  # unpinned turns that fit, newest first
-    for turn in reversed(turns[:-1]):
-        if id(turn) in kept_turns:
-            continue
-        turn_cost = sum(cost(m) for m in turn)
-        if total + turn_cost > budget:
-            break  # this turn and every older unpinned one drop: history stays contiguous
-        total += turn_cost
-        history.append((turn, turn_cost))
-    if extra_drop > len(history):
-        # The estimate said it fits, the exact count said no, and nothing unpinned is left to drop.
-        raise ContextBudgetError(
-            f"The prompt does not fit {budget} tokens even without older turns.",
-            "Unpin some turns, lower max new tokens or load the model with a longer context.",
-        )
-    for turn, _cost in history[: len(history) - extra_drop]:
-        kept_turns.add(id(turn))
-    total -= sum(turn_cost for _turn, turn_cost in history[len(history) - extra_drop :])
-    kept = tuple(m.id for t in turns if id(t) in kept_turns for m in t)
-    dropped = tuple(m.id for t in turns if id(t) not in kept_turns for m in t)
-    return ContextPlan(kept, dropped, total, budget, context_length, reserve)
+# The key of the root's children (messages without a parent) in the tree maps.
+_ROOT: None = None
 
 
 @dataclass
@@ -252,61 +54,257 @@ class ChatMeta:
     sampler: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PendingChanges:
+    """What changed since the conversation was last saved: messages to write and ids to delete."""
+
+    messages: tuple[Message, ...]  # in creation order
+    removed: tuple[str, ...]
+
+
 @dataclass
 class Conversation:
-    """A chat's messages and system prompt (None: the template's default; "": no system prompt)."""
+    """A chat: its system prompt (None: the template's default; "": none) and its tree of messages."""
 
     id: str = field(default_factory=new_id)
     title: str = ""
     system_prompt: str | None = None
-    messages: list[Message] = field(default_factory=list)
     meta: ChatMeta = field(default_factory=ChatMeta)
     created_at: float = field(default_factory=time.time)
+    # The tree: every message by id (creation order), children per parent (oldest first), the active
+    # child per parent. Changed only through the methods below, which keep the three consistent.
+    _nodes: dict[str, Message] = field(default_factory=dict, init=False, repr=False)
+    _children: dict[str | None, list[str]] = field(default_factory=dict, init=False, repr=False)
+    _active: dict[str | None, str] = field(default_factory=dict, init=False, repr=False)
+    _unsaved: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+    _removed: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def active_path(self) -> list[Message]:
+        """The messages the model sees, first to last: the active version at every level."""
+        path: list[Message] = []
+        key: str | None = _ROOT
+        while (child := self._active_child(key)) is not None:
+            path.append(self._nodes[child])
+            key = child
+        return path
+
+    @property
+    def messages(self) -> list[Message]:
+        """The active path (a new list each time): what older callers knew as the message list."""
+        return self.active_path()
+
+    def all_messages(self) -> list[Message]:
+        """Every message of every branch, in creation order."""
+        return list(self._nodes.values())
+
+    def get(self, message_id: str) -> Message:
+        """The message with ``message_id`` (on any branch); KeyError when there is none."""
+        return self._nodes[message_id]
+
+    def __contains__(self, message_id: object) -> bool:
+        return message_id in self._nodes
 
     def index(self, message_id: str) -> int:
-        """Position of a message; KeyError when there is none with that id."""
-        for i, message in enumerate(self.messages):
+        """Position of a message on the active path; KeyError when it is not on it."""
+        for i, message in enumerate(self.active_path()):
             if message.id == message_id:
                 return i
         raise KeyError(message_id)
 
-    def get(self, message_id: str) -> Message:
-        """The message with ``message_id``; KeyError when there is none."""
-        return self.messages[self.index(message_id)]
+    def last(self, role: Role | None = None) -> Message | None:
+        """The last message of the active path (of ``role``), if any."""
+        return next((m for m in reversed(self.active_path()) if role is None or m.role is role), None)
+
+    def children(self, message_id: str | None) -> list[Message]:
+        """The messages that follow ``message_id`` (None: the root versions), oldest first."""
+        return [self._nodes[i] for i in self._children.get(message_id, [])]
+
+    def path_to(self, message_id: str) -> list[Message]:
+        """The messages from the root down to ``message_id`` (included)."""
+        path = [self._nodes[message_id]]
+        while (parent := path[-1].parent_id) is not None:
+            path.append(self._nodes[parent])
+        return path[::-1]
+
+    def versions(self, message_id: str) -> list[Message]:
+        """The versions of a message: it and its siblings (same parent), oldest first."""
+        return self.children(self._nodes[message_id].parent_id)
+
+    def version_position(self, message_id: str) -> tuple[int, int]:
+        """``(n, count)``: the message is version n (1-based) of count, as in ``‹ 2/3 ›``."""
+        siblings = self._children[self._nodes[message_id].parent_id]
+        return siblings.index(message_id) + 1, len(siblings)
+
+    def is_active(self, message_id: str) -> bool:
+        """Whether the message is the active version among its siblings."""
+        return self._active_child(self._nodes[message_id].parent_id) == message_id
+
+    def chat_messages(self, ids: Iterable[str], system: str | None) -> list[ChatMessage]:
+        """The template's input: the system prompt (if any) and the active-path messages in ``ids``."""
+        wanted = set(ids)
+        out = [ChatMessage(Role.SYSTEM, system)] if system else []
+        return out + [m.as_chat() for m in self.active_path() if m.id in wanted]
+
+    # -- growing ------------------------------------------------------------------------------------
 
     def add(self, role: Role, content: str, *, pinned: bool = False, complete: bool = True) -> Message:
-        """Append a message and return it (the first user message also titles an untitled chat)."""
-        message = Message(role, content, pinned=pinned, complete=complete)
-        self.messages.append(message)
+        """Append a message to the end of the active path and return it (the first user message also
+        titles an untitled chat)."""
+        last = self.last()
+        return self.add_child(last.id if last else _ROOT, role, content, pinned=pinned, complete=complete)
+
+    def add_child(
+        self, parent_id: str | None, role: Role, content: str, *, pinned: bool = False, complete: bool = True
+    ) -> Message:
+        """Add a message after ``parent_id`` (None: a new root version) and make it the active one
+        there. A parent that already has children gets a new version of them (e.g. a new reply)."""
+        if parent_id is not None and parent_id not in self._nodes:
+            raise KeyError(parent_id)
+        message = Message(role, content, pinned=pinned, complete=complete, parent_id=parent_id)
+        self._attach(message)
+        self._set_active(message.id)
         if not self.title and role is Role.USER:
             self.title = message.preview()
         return message
 
-    def truncate_after(self, message_id: str) -> list[Message]:
-        """Remove every message after ``message_id``; returns what was removed."""
-        at = self.index(message_id)
-        removed = self.messages[at + 1 :]
-        del self.messages[at + 1 :]
-        return removed
+    def edit(self, message_id: str, content: str) -> Message:
+        """A new version of a message with ``content``, made active (returned); the old version and
+        everything after it stay as another branch. Unchanged content returns the message itself."""
+        old = self._nodes[message_id]
+        if content == old.content:
+            return old
+        return self.add_child(old.parent_id, old.role, content, pinned=old.pinned)
 
-    def edit(self, message_id: str, content: str) -> list[Message]:
-        """Replace a message's content; later messages are dropped (they answered the old text)."""
-        message = self.get(message_id)
-        message.content = content
-        message.updated_at = time.time()
-        message.complete = True
-        return self.truncate_after(message_id)
+    def select_version(self, message_id: str) -> None:
+        """Make a message the active version (and its ancestors, so it is on the active path); the path
+        below it follows the active child of each node from there."""
+        for message in self.path_to(message_id):
+            self._set_active(message.id)
 
     def set_pinned(self, message_id: str, pinned: bool = True) -> None:
         """Pin (or unpin) a message: its turn then never drops out of context."""
-        self.get(message_id).pinned = pinned
+        self._nodes[message_id].pinned = pinned
+        self._unsaved.add(message_id)
 
-    def last(self, role: Role | None = None) -> Message | None:
-        """The last message (of ``role``), if any."""
-        return next((m for m in reversed(self.messages) if role is None or m.role is role), None)
+    # -- explicit deletes (the UI confirms first) ---------------------------------------------------
 
-    def chat_messages(self, ids: Iterable[str], system: str | None) -> list[ChatMessage]:
-        """The template's input: the system prompt (if any) and the messages in ``ids``."""
-        wanted = set(ids)
-        out = [ChatMessage(Role.SYSTEM, system)] if system else []
-        return out + [m.as_chat() for m in self.messages if m.id in wanted]
+    def delete_message(self, message_id: str) -> Message:
+        """Delete one message; what followed it moves up to its parent (nothing else is lost).
+
+        If it was the active version, its active child takes its place on the path, else a neighbouring
+        version does.
+        """
+        message = self._nodes[message_id]
+        parent = message.parent_id
+        siblings = self._children[parent]
+        at = siblings.index(message_id)
+        active = self._active_child(parent)
+        heir = self._active_child(message_id)
+        moved = self._children.pop(message_id, [])
+        self._active.pop(message_id, None)
+        siblings[at : at + 1] = moved
+        for child in moved:
+            self._nodes[child].parent_id = parent
+            self._unsaved.add(child)
+        self._forget(message_id)
+        if active != message_id:
+            assert active is not None
+            self._active[parent] = active  # moved children must not take over as "newest"
+        else:
+            self._active.pop(parent, None)
+            successor = heir or (siblings[at - 1] if at > 0 else (siblings[at] if siblings else None))
+            if successor is not None:
+                self._set_active(successor)
+        if not siblings:
+            del self._children[parent]
+        return message
+
+    def delete_branch(self, message_id: str) -> list[Message]:
+        """Delete a message and everything after it on every branch below it; returns what was deleted
+        (the message first). A neighbouring version becomes active in its place."""
+        message = self._nodes[message_id]
+        parent = message.parent_id
+        siblings = self._children[parent]
+        at = siblings.index(message_id)
+        was_active = self._active_child(parent) == message_id
+        removed: list[Message] = []
+        stack = [message_id]
+        while stack:
+            current = stack.pop()
+            removed.append(self._nodes[current])
+            stack.extend(reversed(self._children.pop(current, [])))
+            self._active.pop(current, None)
+            self._forget(current)
+        del siblings[at]
+        if was_active:
+            self._active.pop(parent, None)
+            if siblings:
+                self._set_active(siblings[at - 1] if at > 0 else siblings[0])
+        if not siblings:
+            del self._children[parent]
+        return removed
+
+    # -- saving -------------------------------------------------------------------------------------
+
+    def restore(self, messages: Iterable[Message], active_ids: Iterable[str] | None = None) -> None:
+        """Replace the tree with ``messages`` (creation order: a parent before its children).
+
+        ``active_ids`` are the messages that are the active version among their siblings (None: the
+        newest). A parent that is missing, or not earlier in the list, makes the message a root
+        version: nothing is dropped and no cycle can form. Everything counts as unsaved.
+        """
+        self._nodes.clear()
+        self._children.clear()
+        self._active.clear()
+        for message in messages:
+            if message.parent_id is not None and message.parent_id not in self._nodes:
+                message.parent_id = _ROOT
+            self._attach(message)
+        for message_id in active_ids or ():
+            if message_id in self._nodes:
+                self._active[self._nodes[message_id].parent_id] = message_id
+
+    def pending_changes(self) -> PendingChanges:
+        """Messages added or changed (content aside from streaming, pin, parent, active version) and ids
+        deleted since the last :meth:`mark_saved`."""
+        changed = tuple(m for m in self._nodes.values() if m.id in self._unsaved)
+        return PendingChanges(changed, tuple(sorted(self._removed)))
+
+    def mark_saved(self) -> None:
+        """Everything is in the store now (called by the store after writing, or after loading)."""
+        self._unsaved.clear()
+        self._removed.clear()
+
+    # -- tree bookkeeping ---------------------------------------------------------------------------
+
+    def _attach(self, message: Message) -> None:
+        if message.id in self._nodes:
+            raise ValueError(f"message {message.id} is already in the conversation")
+        self._nodes[message.id] = message
+        self._children.setdefault(message.parent_id, []).append(message.id)
+        self._unsaved.add(message.id)
+        self._removed.discard(message.id)
+
+    def _forget(self, message_id: str) -> None:
+        del self._nodes[message_id]
+        self._unsaved.discard(message_id)
+        self._removed.add(message_id)
+
+    def _active_child(self, parent: str | None) -> str | None:
+        children = self._children.get(parent)
+        if not children:
+            return None
+        chosen = self._active.get(parent)
+        return chosen if chosen is not None and chosen in children else children[-1]
+
+    def _set_active(self, message_id: str) -> None:
+        parent = self._nodes[message_id].parent_id
+        previous = self._active_child(parent)
+        self._active[parent] = message_id
+        if previous != message_id:
+            # Both rows' "active" flags change in the store.
+            self._unsaved.add(message_id)
+            if previous is not None:
+                self._unsaved.add(previous)

@@ -1,7 +1,10 @@
 """The chat session: a loaded model + a template + a conversation, streaming replies inside the budget.
 
 ``send(text)`` adds the user's message, builds the prompt (planning which turns fit, then checking the
-exact token count) and returns an iterator of text chunks ending with one :class:`ReplyEnd`. Stop
+exact token count) and returns an iterator of text chunks ending with one :class:`ReplyEnd`. The
+conversation is a tree (see :mod:`app.chat.conversation`): the prompt is built from its active path,
+``regenerate`` adds a new version of a reply, ``edit`` a new version of a message, and nothing the
+user or the model wrote is dropped by either. Each reply keeps its :class:`ReplyStats`. Stop
 strings are matched across chunk boundaries by :class:`app.stop_strings.StopStringMatcher` (the
 backend matches them too; matching again here keeps the promise "a stop string is never shown" for any
 backend). Whatever happens to the stream — a stop string, the user's stop, the consumer walking away,
@@ -14,16 +17,26 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Final, Protocol
+from dataclasses import asdict, dataclass, replace
+from typing import Final
 
-from app.backends.base import GenerationStats, LoadedModel, Sampling, StopReason
-from app.chat.conversation import ContextPlan, Conversation, Message, TokenCounter, plan_context
+from app.backends.base import GenerationStats, LoadedModel, StopReason
+from app.chat.conversation import (
+    ContextPlan,
+    Conversation,
+    Message,
+    ReplyStats,
+    TokenCounter,
+    plan_context,
+)
 from app.chat.detection import TemplateChoice
 from app.chat.jinja_template import JinjaTemplate
+from app.chat.session_types import ChatSettings, ChatStoreLike, PromptPreview, ReplyEnd
 from app.chat.templates import ChatMessage, Role, Segment, Special, encode_segments, render_text
 from app.errors import ChatError, ContextBudgetError
 from app.stop_strings import StopStringMatcher
+
+__all__ = ["ChatSession", "ChatSettings", "ChatStoreLike", "PromptPreview", "ReplyEnd"]
 
 # Never reserve more than this share of the context for the reply: a large max_new_tokens must not
 # push the whole history out; generation is still capped by what is left of the context.
@@ -32,51 +45,6 @@ _SYSTEM_ID: Final = "__system__"
 # The planner estimates per message; the exact prompt may differ by a few tokens at message joins.
 # This many extra drops is far beyond any real discrepancy and only bounds the loop.
 _MAX_CORRECTIONS: Final = 64
-
-
-@dataclass(frozen=True)
-class ChatSettings:
-    """Per-chat generation settings (already layered: see :mod:`app.chat.profiles`)."""
-
-    system_prompt: str | None = None  # None: the template's default; "": no system prompt
-    sampling: Sampling = field(default_factory=Sampling)
-    extra_stop_strings: tuple[str, ...] = ()
-    # Prepend the tokenizer's BOS to a built-in template's prompt (tokenizer_config.json's
-    # add_bos_token: FastChat and text-generation-webui rely on the tokenizer adding it).
-    add_bos: bool = False
-
-
-@dataclass(frozen=True)
-class PromptPreview:
-    """The exact prompt the model would receive now, and how it was put together."""
-
-    text: str  # BOS/EOS spelled as the tokenizer's strings
-    token_ids: tuple[int, ...]
-    segments: tuple[Segment, ...]
-    plan: ContextPlan
-    template: str
-    template_source: str
-    template_detail: str
-    stop_strings: tuple[str, ...]
-
-    @property
-    def token_count(self) -> int:
-        """Tokens of the prompt."""
-        return len(self.token_ids)
-
-
-@dataclass(frozen=True)
-class ReplyEnd:
-    """The last item of a reply stream."""
-
-    message: Message  # the assistant message (also in the conversation)
-    stats: GenerationStats
-    plan: ContextPlan  # what was in context for this reply
-
-    @property
-    def out_of_context(self) -> tuple[str, ...]:
-        """Ids of the messages the model did not see."""
-        return self.plan.dropped
 
 
 @dataclass(frozen=True)
@@ -206,7 +174,7 @@ class ChatSession:
 
         A conversation ending in an assistant message previews a continuation of it.
         """
-        messages = list(self.conversation.messages)
+        messages = self.conversation.active_path()
         if pending_user_text is not None:
             messages.append(Message(Role.USER, pending_user_text))
         continuing = bool(messages) and messages[-1].role is Role.ASSISTANT
@@ -234,11 +202,12 @@ class ChatSession:
         self._check_idle()
         user = self.conversation.add(Role.USER, text)
         try:
-            prompt = self._build(self.conversation.messages, continuing=False)
+            prompt = self._build(self.conversation.active_path(), continuing=False)
         except Exception:
-            self.conversation.messages.remove(user)
+            # Never shown, never saved: the message goes as if it had not been sent.
+            self.conversation.delete_branch(user.id)
             raise
-        return self._start(prompt, None)
+        return self._start(prompt, user.id)
 
     def reply(self) -> Iterator[str | ReplyEnd]:
         """Stream a reply to the conversation's last message (a user message), e.g. after :meth:`edit`."""
@@ -246,51 +215,96 @@ class ChatSession:
         last = self.conversation.last()
         if last is None or last.role is not Role.USER:
             raise ChatError("There is no message waiting for a reply.", "Send a message first.")
-        return self._start(self._build(self.conversation.messages, continuing=False), None)
+        return self._start(self._build(self.conversation.active_path(), continuing=False), last.id)
 
-    def regenerate(self) -> Iterator[str | ReplyEnd]:
-        """Drop the last reply (everything after the last user message) and stream a new one."""
+    def regenerate(self, message_id: str | None = None) -> Iterator[str | ReplyEnd]:
+        """Stream a new version of a reply (default: the last reply); the old version stays, one
+        ``‹ n/m ›`` arrow away. With no reply yet after the last user message, this is :meth:`reply`."""
         self._check_idle()
-        last_user = self.conversation.last(Role.USER)
-        if last_user is None:
-            raise ChatError("There is nothing to regenerate.", "Send a message first.")
-        self.conversation.truncate_after(last_user.id)
-        self._sync()
-        return self.reply()
+        if message_id is None:
+            last_user = self.conversation.last(Role.USER)
+            if last_user is None:
+                raise ChatError("There is nothing to regenerate.", "Send a message first.")
+            parent_id: str | None = last_user.id
+        else:
+            message = self._message(message_id)
+            if message.role is not Role.ASSISTANT:
+                raise ChatError("Only a reply can be regenerated.", "Edit your message instead.")
+            parent_id = message.parent_id
+        history = self.conversation.path_to(parent_id) if parent_id is not None else []
+        return self._start(self._build(history, continuing=False), parent_id)
 
     def continue_reply(self) -> Iterator[str | ReplyEnd]:
-        """Stream more of the last reply (after a stop, a length limit or an interrupted stream)."""
+        """Stream more of the last reply (after a stop, a length limit or an interrupted stream); the
+        current version grows, no new version is made."""
         self._check_idle()
         last = self.conversation.last()
         if last is None or last.role is not Role.ASSISTANT:
             raise ChatError("There is no reply to continue.", "Send a message first.")
-        return self._start(self._build(self.conversation.messages, continuing=True), last)
+        return self._start(self._build(self.conversation.active_path(), continuing=True), None, last)
 
-    def edit(self, message_id: str, text: str) -> list[Message]:
-        """Change a past message; every later message is dropped (returned). Call :meth:`reply` to
-        answer an edited user message."""
+    def edit(self, message_id: str, text: str) -> Message:
+        """A new version of a past message with ``text`` (returned, and active); the old version and
+        everything after it stay as another branch. Call :meth:`reply` to answer an edited user message."""
         self._check_idle()
-        try:
-            removed = self.conversation.edit(message_id, text)
-        except KeyError as exc:
-            raise ChatError("That message is not in this conversation.", "") from exc
+        self._message(message_id)
+        edited = self.conversation.edit(message_id, text)
         self._sync()
-        return removed
+        return edited
+
+    def select_version(self, message_id: str) -> None:
+        """Show another version of a message (``‹ n/m ›``); the active path below follows it."""
+        self._check_idle()
+        self._message(message_id)
+        self.conversation.select_version(message_id)
+        self._sync()
+
+    def delete_message(self, message_id: str) -> Message:
+        """Delete one message (the user confirmed); what followed it moves up. Returns it."""
+        self._check_idle()
+        self._message(message_id)
+        deleted = self.conversation.delete_message(message_id)
+        self._sync()
+        return deleted
+
+    def delete_branch(self, message_id: str) -> list[Message]:
+        """Delete a message and everything below it on every branch (the user confirmed)."""
+        self._check_idle()
+        self._message(message_id)
+        deleted = self.conversation.delete_branch(message_id)
+        self._sync()
+        return deleted
 
     def set_pinned(self, message_id: str, pinned: bool = True) -> None:
         """Pin (or unpin) a message's turn so it never drops out of context."""
+        self._message(message_id)
         self.conversation.set_pinned(message_id, pinned)
         self._sync()
+
+    def _message(self, message_id: str) -> Message:
+        try:
+            return self.conversation.get(message_id)
+        except KeyError as exc:
+            raise ChatError(
+                "That message is not in this conversation.", "It may have been deleted; reopen the chat."
+            ) from exc
 
     def stop(self) -> None:
         """Stop the streaming reply (from any thread); the partial reply is kept."""
         self._cancel.set()
 
     def reset(self) -> Conversation:
-        """Start a new, empty conversation with the same system prompt; returns it."""
+        """Start a new, empty conversation with the same system prompt and model; returns it. With a
+        store it is saved at once, so it is listed before its first message. A conversation that is
+        still empty is kept rather than replaced (no pile of empty chats)."""
         self._check_idle()
-        self.conversation = Conversation(system_prompt=self.conversation.system_prompt)
+        old = self.conversation
+        if not old.all_messages():
+            self._sync()
+            return old
+        self.conversation = Conversation(system_prompt=old.system_prompt, meta=replace(old.meta))
         self.last_plan = None
+        self._sync()
         return self.conversation
 
     # -- streaming ---------------------------------------------------------------------------------
@@ -303,20 +317,26 @@ class ChatSession:
         if self.store is not None:
             self.store.sync(self.conversation)
 
-    def _start(self, prompt: _Prompt, continuing: Message | None) -> Iterator[str | ReplyEnd]:
+    def _start(
+        self, prompt: _Prompt, parent_id: str | None, continuing: Message | None = None
+    ) -> Iterator[str | ReplyEnd]:
         self.last_plan = prompt.plan
         self._sync()
-        return self._stream(prompt, continuing)
+        return self._stream(prompt, parent_id, continuing)
 
-    def _stream(self, prompt: _Prompt, continuing: Message | None) -> Iterator[str | ReplyEnd]:
+    def _stream(
+        self, prompt: _Prompt, parent_id: str | None, continuing: Message | None
+    ) -> Iterator[str | ReplyEnd]:
+        """Stream a new reply after ``parent_id``, or more of ``continuing``."""
         # The reply exists from the first next() on: an iterator that is never started leaves no
         # empty reply behind.
         self._check_idle()
         if continuing is None:
-            reply = self.conversation.add(Role.ASSISTANT, "", complete=False)
+            reply = self.conversation.add_child(parent_id, Role.ASSISTANT, "", complete=False)
         else:
             reply = continuing
             reply.complete = False
+        earlier = reply.stats if continuing is not None else None
         self._streaming = True
         self._cancel = cancel = threading.Event()
         self._sync()
@@ -372,6 +392,8 @@ class ChatSession:
                     yield text
             final = self._final_stats(stats, prompt, stop_hit, cancel, started)
             outcome = final.stop_reason.value
+            sampler = asdict(self.settings.sampling)
+            reply.stats = ReplyStats.of_generation(final, self.model.backend, sampler, earlier)
         except Exception:
             outcome = "error"
             raise
@@ -404,15 +426,3 @@ class ChatSession:
             # We cancelled the backend because the stop string completed across its chunks.
             stats = replace(stats, stop_reason=StopReason.STOP_STRING, stop_string=stop_hit)
         return stats
-
-
-class ChatStoreLike(Protocol):
-    """What the session needs of a store (implemented by :class:`app.chat.storage.ChatStore`)."""
-
-    def sync(self, conversation: Conversation) -> None:
-        """Write the conversation and its messages as they are now."""
-        ...
-
-    def update_message(self, message: Message) -> None:
-        """Write one message's content and status (the streaming reply)."""
-        ...

@@ -364,14 +364,21 @@ def run_repl(
                 return 0
             if command == "/reset":
                 meta = session.conversation.meta
+                session.store = None  # the new conversation is saved only after /save
                 session.reset().meta = meta
-                session.store = None
                 print("New conversation.", file=sys.stderr)
                 continue
             if command == "/save":
-                store = store or ChatStore()
+                if store is None:
+                    store = ChatStore()
+                    if store.warning:  # e.g. a damaged file was set aside and a new one started
+                        print(f"warning: {store.warning}", file=sys.stderr)
                 session.store = store
-                store.sync(session.conversation)
+                try:
+                    store.sync(session.conversation)
+                except QuantDeskError as exc:
+                    print(f"error: {exc.user_message}", file=sys.stderr)
+                    continue
                 print(
                     f"Saved as conversation {session.conversation.id}; later turns are saved too.",
                     file=sys.stderr,

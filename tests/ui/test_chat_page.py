@@ -197,6 +197,7 @@ def test_stop_regenerate_continue_edit_and_pin(
     assert [m.role for m in edited] == [Role.USER, Role.ASSISTANT]
     assert edited[0].id != first.id and edited[0].content == "A new question"
     assert conversation.version_position(edited[0].id) == (2, 2)
+    assert [m.id for m in conversation.versions(first.id)] == [first.id, edited[0].id]
     assert {m.id for m in conversation.all_messages()} >= set(old_path)
 
     # Pin a turn.
