@@ -244,6 +244,8 @@ def test_switching_conversations_while_a_reply_streams_stops_it_and_keeps_it(
     with qtbot.waitSignal(page.load_finished, timeout=REPLY_MS):
         page.load_selected()
     page.new_chat()
+    qtbot.waitUntil(lambda: page.current_id in page.conversation_ids(), timeout=REPLY_MS)  # listed at once
+    assert page.conversation_list.titles()[0] == UNSAVED_TITLE
     for name, value in (("max_new_tokens", 400), ("temperature", 1.0)):
         page.settings_panel.fields[name].setValue(value)  # type: ignore[attr-defined]
     chunks: list[str] = []

@@ -29,7 +29,7 @@ from app.ui.chat.text import short_date
 
 ID_ROLE: Final = Qt.ItemDataRole.UserRole
 DETAIL_ROLE: Final = Qt.ItemDataRole.UserRole + 1
-UNSAVED_TITLE: Final = "New chat"
+UNSAVED_TITLE: Final = "New chat"  # an empty chat (saved or not yet)
 
 _Index = QModelIndex | QPersistentModelIndex
 
@@ -162,7 +162,7 @@ class ConversationList(QWidget):
             if current_id is None:
                 self.view.setCurrentItem(item)
         for summary in self._summaries:
-            title = summary.title or "Untitled"
+            title = summary.title or (UNSAVED_TITLE if not summary.message_count else "Untitled")
             if wanted and wanted not in title.casefold():
                 continue
             item = QListWidgetItem(title)

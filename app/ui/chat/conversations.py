@@ -103,13 +103,13 @@ class ConversationSide(QObject):
             page.controller.stop()
             return
         self._set_current(None)
-        if listed:
-            page.conversation_list.show_unsaved()
         if page.info is not None:
-            page.controller.open_conversation(None)
+            page.controller.open_conversation(None)  # the chat thread saves it: listed when it answers
         else:
             page.state = None
             page.transcript.clear()
+            if listed:
+                page.conversation_list.show_unsaved()  # saved once a model answers its first message
         page.composer.input.setFocus()
         page.update_enabled()
 
@@ -147,8 +147,9 @@ class ConversationSide(QObject):
             budget = page.state.budget
         page.state = replace(state, budget=budget)
         was = self.current_id
-        if page.state.conversation.messages or self.current_id is not None:
-            self._set_current(state.conversation.id)
+        self._set_current(state.conversation.id)  # with a model, even a new chat is saved at once
+        if self.current_id not in page.conversation_list.ids():
+            self.refresh()
         page.transcript.show_rows(
             self._rows(state.conversation, budget.dropped if budget else frozenset()),
             keep_position=was == self.current_id,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from app.backends.base import GenerationStats
     from app.chat.conversation import Conversation, Message
+    from app.chat.message import ReplyStats
 
 STOP_NOTES: Final = {
     "cancelled": "Stopped — the partial reply is kept.",
@@ -68,7 +69,7 @@ def stats_text(stats: GenerationStats) -> str:
     )
 
 
-def reply_stats_text(stats: Any) -> str:
+def reply_stats_text(stats: ReplyStats) -> str:
     """A stored reply's figures (``app.chat.conversation.ReplyStats``): tokens, speed, first token,
     backend and the sampler it ran with."""
     parts = [
@@ -110,19 +111,12 @@ def footer_text(role: str, stats: str, stop_reason: str | None, *, streaming: bo
 
 def active_messages(conversation: Conversation) -> list[Message]:
     """The messages on the conversation's active path (what the model sees), in order."""
-    path = getattr(conversation, "active_path", None)  # TEMP until the tree core is merged
-    return list(path()) if path is not None else list(conversation.messages)
-
-
-def _version(conversation: Conversation, message_id: str) -> tuple[int, int]:
-    position = getattr(conversation, "version_position", None)  # TEMP until the tree core is merged
-    return tuple(position(message_id)) if position is not None else (1, 1)
+    return conversation.active_path()
 
 
 def message_stats_text(message: Message) -> str:
     """The stored stats of a reply, as text ("" when it has none)."""
-    stats = getattr(message, "stats", None)
-    return reply_stats_text(stats) if stats is not None else ""
+    return reply_stats_text(message.stats) if message.stats is not None else ""
 
 
 def rows_for(
@@ -160,7 +154,7 @@ def rows_for(
                 dropped=message.id in dropped,
                 pinned=message.pinned,
                 actions=tuple(actions),
-                version=_version(conversation, message.id),
+                version=conversation.version_position(message.id),
                 streaming=not message.complete,
             )
         )
