@@ -29,7 +29,8 @@ TINY = "TheBloke/TinyLlama-GPTQ"
 
 
 def chat_shot(window: MainWindow, shot: Callable[[MainWindow, str], None]) -> None:
-    """The Chat page with SmolLM2: one answered question, the second reply caught while it streams."""
+    """The Chat page with SmolLM2: a question edited into a second version (``‹ 2/2 ›``) and answered,
+    then the next reply caught while it streams."""
     from app.chat.profiles import ModelSettings, ProfileStore, local_profile_key
     from tests.models.build import ensure_built
     from tests.models.fixtures import SMOLLM2_BRANCH
@@ -52,17 +53,22 @@ def chat_shot(window: MainWindow, shot: Callable[[MainWindow, str], None]) -> No
     page.reply_done.connect(replies.append)
     page.send("What is the capital of France?")
     wait_until(lambda: len(replies) == 1, 300)
-    page.send("Write a short story about a cat who lives in Paris.")
-    wait_until(
-        lambda: (
-            len(replies) == 2 or (page._stream_widget is not None and len(page._stream_widget.text) > 240)
-        ),
-        300,
-    )
+    # Edit the question: a second version (‹ 2/2 ›), answered again; the first one stays a branch.
+    assert page.state is not None
+    question = page.state.conversation.messages[0]
+    page.edit_message(question.id, "What is the capital of Italy?")
+    wait_until(lambda: len(replies) == 2, 300)
+    page.send("Write a short story about a cat who lives in Rome.")
+
+    def streamed_enough() -> bool:
+        last = page.transcript.last_row()
+        return len(replies) == 3 or (last is not None and last.streaming and len(last.text) > 240)
+
+    wait_until(streamed_enough, 300)
     page.input.setPlainText("Give the cat a name")
     shot(window, "chat")
     page.stop()
-    wait_until(lambda: len(replies) == 2, 120)
+    wait_until(lambda: len(replies) == 3, 120)
 
 
 def main() -> int:

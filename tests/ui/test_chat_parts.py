@@ -149,6 +149,8 @@ def test_settings_without_a_model_show_the_saved_profile_or_nothing(
     folder = tiny_models[TINY_MAIN]
     page: ChatPage = make_page()  # type: ignore[operator]
     panel = page.settings_panel
+    assert [panel.shown_text(n) for n in ("temperature", "top_p", "max_new_tokens")] == ["", "", ""]
+    assert all(panel.sources[n].text() == "" for n in panel.fields)  # nothing claims "this chat"
     page.add_model_folder(folder)
     qtbot.waitUntil(lambda: panel.sources["context_length"].text() == "model", timeout=30_000)
     # Nothing saved and nothing in the model's files: blank, not a spin box's minimum.
@@ -257,8 +259,10 @@ def test_switching_conversations_while_a_reply_streams_stops_it_and_keeps_it(
     assert page.conversation_list.view.isEnabled()
     with qtbot.waitSignal(page.reply_done, timeout=REPLY_MS):
         page.conversation_list.select(other.id)
-    qtbot.waitUntil(lambda: page.current_id == other.id, timeout=REPLY_MS)
-    assert page.transcript.rows()[0].text == "Tell me about cats"
+    qtbot.waitUntil(
+        lambda: [r.text for r in page.transcript.rows()] == ["Tell me about cats"], timeout=REPLY_MS
+    )
+    assert page.current_id == other.id and page.conversation_list.current_id() == other.id
     with ChatStore() as store:
         reply = store.load(streaming_id).messages[-1]  # type: ignore[arg-type]
     assert reply.role is Role.ASSISTANT and reply.content and reply.stop_reason == "cancelled"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QFont, QFontMetrics, QPainter
@@ -27,6 +27,9 @@ from PySide6.QtWidgets import (
 from app.ui import theme
 from app.ui.chat.text import short_date
 
+if TYPE_CHECKING:
+    from app.chat.storage import ConversationSummary
+
 ID_ROLE: Final = Qt.ItemDataRole.UserRole
 DETAIL_ROLE: Final = Qt.ItemDataRole.UserRole + 1
 UNSAVED_TITLE: Final = "New chat"  # an empty chat (saved or not yet)
@@ -34,11 +37,10 @@ UNSAVED_TITLE: Final = "New chat"  # an empty chat (saved or not yet)
 _Index = QModelIndex | QPersistentModelIndex
 
 
-def summary_detail(summary: Any, now: float | None = None) -> str:
-    """``14:05 · TheBloke/Llama-2-7B-Chat-GPTQ`` for a ConversationSummary."""
-    when = getattr(summary, "updated_at", None) or getattr(summary, "created_at", None) or time.time()
-    model = getattr(summary, "model", None) or getattr(summary, "repo_id", None) or "no model"
-    return f"{short_date(float(when), now)} · {model}"
+def summary_detail(summary: ConversationSummary, now: float | None = None) -> str:
+    """``14:05 · TheBloke/Llama-2-7B-Chat-GPTQ``: when it was last written to, and its model."""
+    when = summary.updated_at or summary.created_at or time.time()
+    return f"{short_date(when, now)} · {summary.model or 'no model'}"
 
 
 class _TwoLineDelegate(QStyledItemDelegate):
@@ -95,7 +97,7 @@ class ConversationList(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._summaries: list[Any] = []
+        self._summaries: list[ConversationSummary] = []
         self._unsaved: float | None = None  # when "New chat" was pressed, until its first message
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 4, 0)
@@ -138,7 +140,7 @@ class ConversationList(QWidget):
 
     # -- content --------------------------------------------------------------------------------------
 
-    def set_summaries(self, summaries: Sequence[Any], current_id: str | None) -> None:
+    def set_summaries(self, summaries: Sequence[ConversationSummary], current_id: str | None) -> None:
         """The saved conversations (newest first) and which one is shown."""
         self._summaries = list(summaries)
         if current_id is not None:

@@ -197,11 +197,12 @@ class ConversationSide(QObject):
             self.fresh_stats[outcome.message_id] = stats_text(outcome.stats)
         if outcome.error is not None:
             page.errors.report(outcome.error, "generating the reply")
-        page.show_state(outcome.state)
-        self.refresh()
-        page.reply_done.emit(outcome)
         pending, self._pending = self._pending, None
-        if pending is not None:
+        if pending is None:
+            page.show_state(outcome.state)
+            self.refresh()
+        page.reply_done.emit(outcome)
+        if pending is not None:  # the user chose another chat while it streamed (the reply is saved)
             self.open(pending[1]) if pending[0] == "open" and pending[1] else self.new_chat()
 
     # -- message actions ------------------------------------------------------------------------------

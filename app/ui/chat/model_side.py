@@ -76,6 +76,7 @@ class ModelSide(QObject):
         worker.unloaded.connect(self._unloaded)
         worker.preview_ready.connect(self._preview_ready)
         self._list_servers()
+        self._selection_changed()  # nothing loaded yet: the saved values of the selection, or nothing
 
     # -- the picker -----------------------------------------------------------------------------------
 

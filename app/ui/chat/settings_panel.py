@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from PySide6.QtCore import Signal
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -45,6 +46,7 @@ class SettingsPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._populating = False
+        self._blanks: set[str] = set()  # fields showing nothing (no model: nothing saved for them)
         self.fields: dict[str, QWidget] = {}
         self.sources: dict[str, QLabel] = {}
         layout = QVBoxLayout(self)
@@ -150,6 +152,7 @@ class SettingsPanel(QWidget):
         """Fill every field with its effective value and source."""
         self._populating = True
         try:
+            self._blanks.clear()
             for name in self.fields:
                 sourced = effective[name]
                 self._set(name, sourced.value)
@@ -169,13 +172,26 @@ class SettingsPanel(QWidget):
                 sourced = effective[name] if effective is not None else None
                 if sourced is None or sourced.source is SettingSource.DEFAULT or sourced.value is None:
                     self._blank(widget)
+                    self._blanks.add(name)
                     self.sources[name].setText("")
                     continue
+                self._blanks.discard(name)
                 self._set(name, sourced.value)
                 self.sources[name].setText(_SOURCE_TEXT[sourced.source])
         finally:
             self._populating = False
         self.reload_note.setVisible(False)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        # A spin box writes its value back into its text when shown: blank the empty ones again.
+        super().showEvent(event)
+        self._populating = True
+        try:
+            for name in self._blanks:
+                if isinstance(self.fields[name], QSpinBox | QDoubleSpinBox):
+                    self._blank(self.fields[name])
+        finally:
+            self._populating = False
 
     @staticmethod
     def _blank(widget: QWidget) -> None:

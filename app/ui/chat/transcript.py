@@ -58,15 +58,16 @@ class Transcript(QListView):
                     self.model_.replace_row(new)  # same messages: repaint what changed, keep the layout
             return
         value = self.verticalScrollBar().value()
+        following = self._follow
         same = bool(rows) and bool(self.model_.rows) and rows[0].id == self.model_.rows[0].id
         if not same:
             self.delegate.forget()
         self.model_.set_rows(rows)
-        if keep_position and same:
-            self._follow = False
+        if keep_position and same and not following:
             self.verticalScrollBar().setValue(value)
+            self._follow = False
         else:
-            self._follow = True
+            self._follow = True  # a new conversation opens at its end; a followed one stays there
             self.scrollToBottom()
 
     def clear(self) -> None:
