@@ -192,3 +192,24 @@ def test_the_default_database_in_the_data_dir_is_set_aside_too(isolated_home: Pa
     with ChatStore() as store:
         assert store.warning is not None and store.path == path
     assert len(list(path.parent.glob("chats.sqlite3.corrupt-*"))) == 1
+
+
+def test_two_processes_opening_a_version_1_file_at_once_both_get_it_whole(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = _v1_copy(tmp_path)
+    code = (
+        "import sys; from pathlib import Path; from app.chat.storage import ChatStore\n"
+        "s = ChatStore(Path(sys.argv[1])); print(s.warning, len(s.list()), "
+        "len(s.load('c1' + '0' * 30).active_path()))"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    children = [
+        subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(3)
+    ]
+    outputs = [child.communicate(timeout=60)[0].strip() for child in children]
+    assert outputs == ["None 3 6"] * 3
+    assert _rows(path, "PRAGMA user_version") == [(2,)] and not list(tmp_path.glob("*backup*"))

@@ -185,14 +185,24 @@ def test_the_planner_sees_only_the_active_path() -> None:
 
 
 _ACTIONS = st.lists(
-    st.tuples(st.sampled_from(["add", "edit", "reply", "select", "pin"]), st.integers(0, 50)),
+    st.tuples(
+        st.sampled_from(["add", "edit", "reply", "select", "pin", "delete message", "delete branch"]),
+        st.integers(0, 50),
+    ),
     max_size=40,
 )
 
 
-@settings(max_examples=150, deadline=None)
+def _subtree(conv: Conversation, message_id: str) -> set[str]:
+    ids = {message_id}
+    for child in conv.children(message_id):
+        ids |= _subtree(conv, child.id)
+    return ids
+
+
+@settings(max_examples=200, deadline=None)
 @given(_ACTIONS)
-def test_no_action_but_a_delete_loses_a_message_and_the_path_is_always_a_chain(
+def test_only_a_delete_removes_messages_exactly_what_it_names_and_the_path_is_always_a_chain(
     actions: list[tuple[str, int]],
 ) -> None:
     conv = Conversation()
@@ -200,6 +210,7 @@ def test_no_action_but_a_delete_loses_a_message_and_the_path_is_always_a_chain(
     for action, n in actions:
         everything = conv.all_messages()
         target = everything[n % len(everything)] if everything else None
+        expected_gone: set[str] = set()
         if action == "add" or target is None:
             conv.add(Role.USER if n % 2 else Role.ASSISTANT, f"m{n}")
         elif action == "edit":
@@ -209,15 +220,31 @@ def test_no_action_but_a_delete_loses_a_message_and_the_path_is_always_a_chain(
         elif action == "select":
             conv.select_version(target.id)
             assert target in conv.active_path()
-        else:
+        elif action == "pin":
             conv.set_pinned(target.id, not target.pinned)
+        elif action == "delete message":
+            expected_gone = {target.id}
+            shown = [m.id for m in conv.active_path()]
+            conv.delete_message(target.id)
+            if target.id not in shown:  # deleting what is not shown leaves the shown path alone
+                assert [m.id for m in conv.active_path()] == shown
+        else:
+            expected_gone = _subtree(conv, target.id)
+            conv.delete_branch(target.id)
+        for gone in expected_gone:
+            del seen[gone]
         for message in conv.all_messages():
             seen.setdefault(message.id, message.content)
-        assert {m.id for m in conv.all_messages()} == set(seen)  # nothing lost
+        assert {m.id for m in conv.all_messages()} == set(seen)  # nothing else lost
         assert all(seen[m.id] == m.content for m in conv.all_messages())  # nothing rewritten
+        assert set(conv.pending_changes().removed) >= expected_gone
         path = conv.active_path()
-        assert [m.parent_id for m in path] == [None, *(m.id for m in path[:-1])]
-        assert not conv.children(path[-1].id if path else None) or not path
+        assert [m.parent_id for m in path] == [None, *(m.id for m in path[:-1])][: len(path)]
+        assert not conv.children(path[-1].id if path else None)  # the path runs to a leaf
+        assert bool(path) == bool(conv.all_messages())
+        for message in conv.all_messages():
+            n_, count = conv.version_position(message.id)
+            assert 1 <= n_ <= count == len(conv.versions(message.id))
         for message in path:
             assert conv.is_active(message.id)
 

@@ -79,6 +79,23 @@ def test_regenerate_an_earlier_reply_by_id_branches_there() -> None:
         session.regenerate(session.conversation.active_path()[0].id)
 
 
+def test_the_model_sees_only_the_active_branch_and_the_budget_plans_on_it() -> None:
+    session = _session(None, [["a1"], ["a2"], ["b1"], ["b2"]])
+    _run(session.send("old question " + "x" * 40))
+    _run(session.send("old follow-up " + "y" * 40))
+    session.edit(session.conversation.active_path()[0].id, "new question")
+    _run(session.reply())
+    _, end = _run(session.send("new follow-up"))
+    model = session.model
+    assert isinstance(model, ScriptedModel)
+    prompt = model.tokenizer.spell(model.prompts[-1])
+    assert "new question" in prompt and "b1" in prompt and "new follow-up" in prompt
+    assert "old" not in prompt and "a1" not in prompt  # the other branch is not in the prompt
+    on_path = {m.id for m in session.conversation.active_path()}
+    assert set(end.plan.kept) | set(end.plan.dropped) <= on_path
+    assert session.preview_prompt().plan.kept == tuple(m.id for m in session.conversation.active_path())
+
+
 def test_continue_extends_the_current_version_and_adds_up_its_stats() -> None:
     session = _session(None, [["Once ", "upon"], [" a time."]], sampling=Sampling(max_new_tokens=2))
     _, first = _run(session.send("story"))
@@ -101,6 +118,7 @@ def test_reply_stats_are_saved_and_shown_again_after_a_restart(tmp_path: Path) -
     assert (stats.tokens, stats.backend) == (2, "fake")
     assert stats.sampler["temperature"] == 0.3 and stats.sampler["seed"] == 11
     assert stats.time_to_first_token_s >= 0 and stats.tokens_per_second >= 0
+    assert stats.summary().startswith("2 tokens · ") and "first token" in stats.summary()
 
 
 def test_edit_delete_and_switch_are_saved(tmp_path: Path) -> None:
@@ -132,7 +150,7 @@ def test_a_new_chat_is_listed_at_once_with_its_dates_and_model() -> None:
         new = session.reset()  # New chat: no message yet
         summaries = store.list()
         assert session.reset() is new and len(store.list()) == 2  # still empty: no second empty chat
-    assert [s.id for s in summaries][0] == new.id and summaries[0].message_count == 0
+    assert summaries[0].id == new.id and summaries[0].message_count == 0
     assert summaries[0].model == "SmolLM2-135M-GPTQ"
     assert before - 1 <= summaries[0].created_at <= summaries[0].updated_at <= time.time() + 1
 
@@ -233,3 +251,18 @@ def test_a_crash_mid_reply_on_a_second_branch_keeps_both_branches_and_the_stream
     else:
         assert [m.content for m in path_now[:-1]] == ["u1", "a1", "u2"]
         assert [m.content for m in conv.versions(reply.id)] == ["a2", reply.content]
+
+
+def test_save_message_writes_one_new_version_in_its_place(tmp_path: Path) -> None:
+    path = tmp_path / "chats.sqlite3"
+    with ChatStore(path) as store:
+        conv = Conversation()
+        question = conv.add(Role.USER, "q")
+        first = conv.add(Role.ASSISTANT, "first")
+        store.sync(conv)
+        second = conv.add_child(question.id, Role.ASSISTANT, "second")
+        store.save_message(conv, second)
+    with ChatStore(path) as store:
+        loaded = store.load(conv.id)
+    assert _texts(loaded) == ["q", "second"]
+    assert [m.id for m in loaded.versions(first.id)] == [first.id, second.id]

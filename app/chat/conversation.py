@@ -248,23 +248,33 @@ class Conversation:
 
     # -- saving -------------------------------------------------------------------------------------
 
-    def restore(self, messages: Iterable[Message], active_ids: Iterable[str] | None = None) -> None:
+    def restore(
+        self, messages: Iterable[Message], active_ids: Iterable[str] | None = None, *, saved: bool = False
+    ) -> None:
         """Replace the tree with ``messages`` (creation order: a parent before its children).
 
         ``active_ids`` are the messages that are the active version among their siblings (None: the
         newest). A parent that is missing, or not earlier in the list, makes the message a root
-        version: nothing is dropped and no cycle can form. Everything counts as unsaved.
+        version: nothing is dropped and no cycle can form. Everything counts as unsaved unless
+        ``saved`` (a store loading it).
         """
-        self._nodes.clear()
-        self._children.clear()
+        nodes, children = self._nodes, self._children
+        nodes.clear()
+        children.clear()
         self._active.clear()
-        for message in messages:
-            if message.parent_id is not None and message.parent_id not in self._nodes:
+        self.mark_saved()
+        for message in messages:  # the hot loop of opening a long chat: _attach inlined
+            if message.id in nodes:
+                raise ValueError(f"message {message.id} is in the conversation twice")
+            if message.parent_id is not None and message.parent_id not in nodes:
                 message.parent_id = _ROOT
-            self._attach(message)
+            nodes[message.id] = message
+            children.setdefault(message.parent_id, []).append(message.id)
+        if not saved:
+            self._unsaved.update(nodes)
         for message_id in active_ids or ():
-            if message_id in self._nodes:
-                self._active[self._nodes[message_id].parent_id] = message_id
+            if message_id in nodes:
+                self._active[nodes[message_id].parent_id] = message_id
 
     def pending_changes(self) -> PendingChanges:
         """Messages added or changed (content aside from streaming, pin, parent, active version) and ids

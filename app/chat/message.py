@@ -60,6 +60,13 @@ class ReplyStats:
             seconds=seconds,
         )
 
+    def summary(self) -> str:
+        """``42 tokens · 18.3 tokens/s · first token 0.21 s``: the line under a reply."""
+        return (
+            f"{self.tokens} tokens · {self.tokens_per_second:.1f} tokens/s · "
+            f"first token {self.time_to_first_token_s:.2f} s"
+        )
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (saved in the database and in exports)."""
         return asdict(self)

@@ -63,6 +63,12 @@ ON CONFLICT(id) DO UPDATE SET role=excluded.role, content=excluded.content, pinn
     updated_at=excluded.updated_at, parent_id=excluded.parent_id, active=excluded.active,
     stats=excluded.stats
 """
+# The columns :func:`_messages` unpacks, in its order.
+_SELECT_MESSAGES: Final = """
+SELECT id, role, content, pinned, created_at, updated_at, complete, stop_reason, token_count, parent_id,
+    stats, active
+FROM messages WHERE conversation_id = ? ORDER BY position
+"""
 _UPSERT_CONVERSATION: Final = """
 INSERT INTO conversations (id, title, system_prompt, created_at, updated_at, repo_id, branch, commit_sha,
     model_dir, backend, template, template_source, sampler)
@@ -278,9 +284,9 @@ class ChatStore:
         """The saved conversation, every branch; ConversationNotFoundError when there is none."""
         with self._lock, _sentence("opening the chat"):
             row = self._db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
-            rows = self._db.execute(
-                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY position", (conversation_id,)
-            ).fetchall()
+            cursor = self._db.cursor()
+            cursor.row_factory = None  # plain tuples: a third of the time of sqlite3.Row for 1,000 rows
+            rows = cursor.execute(_SELECT_MESSAGES, (conversation_id,)).fetchall()
         if row is None:
             raise ConversationNotFoundError(
                 f"There is no saved conversation {conversation_id}.", "It may have been deleted."
@@ -301,8 +307,8 @@ class ChatStore:
                 sampler=_json_object(row["sampler"]),
             ),
         )
-        conversation.restore(_messages(rows), [m["id"] for m in rows if m["active"]])
-        conversation.mark_saved()
+        messages, active = _messages(rows)
+        conversation.restore(messages, active, saved=True)
         return conversation
 
     def import_json(self, data: Mapping[str, Any]) -> Conversation:
@@ -337,23 +343,39 @@ def _sentence(doing: str) -> Iterator[None]:
         ) from exc
 
 
-def _messages(rows: Sequence[sqlite3.Row]) -> list[Message]:
-    return [
+def _messages(rows: Sequence[tuple[Any, ...]]) -> tuple[list[Message], list[str]]:
+    """Messages from :data:`_SELECT_MESSAGES` rows, and the ids of the active versions."""
+    roles = {role.value: role for role in Role}
+    messages = [
         Message(
-            role=Role(m["role"]),
-            content=m["content"],
-            id=m["id"],
-            pinned=bool(m["pinned"]),
-            created_at=m["created_at"],
-            updated_at=m["updated_at"],
-            complete=bool(m["complete"]),
-            stop_reason=m["stop_reason"],
-            token_count=m["token_count"],
-            parent_id=m["parent_id"],
-            stats=ReplyStats.from_json(_json_value(m["stats"])) if m["stats"] else None,
+            role=roles[role],
+            content=content,
+            id=message_id,
+            pinned=bool(pinned),
+            created_at=created_at,
+            updated_at=updated_at,
+            complete=bool(complete),
+            stop_reason=stop_reason,
+            token_count=token_count,
+            parent_id=parent_id,
+            stats=ReplyStats.from_json(_json_value(stats)) if stats else None,
         )
-        for m in rows
+        for (
+            message_id,
+            role,
+            content,
+            pinned,
+            created_at,
+            updated_at,
+            complete,
+            stop_reason,
+            token_count,
+            parent_id,
+            stats,
+            _active,
+        ) in rows
     ]
+    return messages, [row[0] for row in rows if row[-1]]
 
 
 def _json_value(text: str | None) -> Any:

@@ -201,18 +201,18 @@ def _upgrade(db: sqlite3.Connection, path: Path) -> None:
     if version == SCHEMA_VERSION:
         return
     backup: Path | None = None
-    if version > 0:
-        backup = path.with_name(f"{path.name}.v{version}-backup")
-        with _connect(backup) as copy:  # a consistent copy, WAL included, before anything changes
-            db.backup(copy)
-        copy.close()
     try:
+        # The write lock first: a second process opening the file now waits here, then finds it
+        # upgraded (and never writes the backup file at the same time as this one).
         db.execute("BEGIN IMMEDIATE")
         try:
-            version = _version(db)  # another process may have upgraded it meanwhile
+            version = _version(db)
+            if version > SCHEMA_VERSION:
+                raise _NewerSchemaError(version)
             if version == 0:
                 _run(db, SCHEMA)
-            else:
+            elif version < SCHEMA_VERSION:
+                backup = _backup(path, version)
                 while version < SCHEMA_VERSION:
                     _run(db, _MIGRATIONS[version])
                     version += 1
@@ -227,6 +227,19 @@ def _upgrade(db: sqlite3.Connection, path: Path) -> None:
         raise
     if backup is not None:
         backup.unlink(missing_ok=True)
+
+
+def _backup(path: Path, version: int) -> Path:
+    """A consistent copy of the file as it is (WAL included), before the migration changes it."""
+    backup = path.with_name(f"{path.name}.v{version}-backup")
+    source = _connect(path)  # its own read transaction: this process's connection holds the write lock
+    target = _connect(backup)
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+    return backup
 
 
 def _run(db: sqlite3.Connection, script: str) -> None:
