@@ -102,7 +102,9 @@ def test_version_arrows_switch_the_path_below_and_the_choice_survives_a_restart(
     assert shown_ids(again) == [question.id, second.id]
 
 
-def test_deleting_a_message_asks_first_and_cancel_keeps_everything(qtbot: QtBot, make_page: object) -> None:
+def test_deleting_a_message_asks_first_and_cancel_keeps_everything(
+    qtbot: QtBot, make_page: object, tmp_path: Path
+) -> None:
     conversation, question, first, second = branched()
     save(conversation)
     page: ChatPage = make_page()  # type: ignore[operator]
@@ -118,6 +120,13 @@ def test_deleting_a_message_asks_first_and_cancel_keeps_everything(qtbot: QtBot,
     assert asked  # it asked
     with ChatStore() as store:
         assert len(store.load(conversation.id).all_messages()) == 5  # and nothing went
+
+    exported = tmp_path / "all.md"
+    page.ask_save_path = lambda *_a: exported
+    assert page.export_conversation("md-all") == exported
+    assert (
+        "Foxes are small canids." in exported.read_text() and "A fox is a wild dog." in exported.read_text()
+    )
 
     page.ask_choice = lambda *_a: 1  # "this message and all that follows"
     click(qtbot, page, second.id, "previous_version")

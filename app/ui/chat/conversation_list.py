@@ -92,7 +92,7 @@ class ConversationList(QWidget):
     new_requested = Signal()
     rename_requested = Signal(str, str)  # id, current title
     delete_requested = Signal(str, str)  # id, title
-    export_requested = Signal(str)  # "md" or "json"
+    export_requested = Signal(str)  # "md", "md-all" (every branch) or "json"
     import_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -128,6 +128,7 @@ class ConversationList(QWidget):
         self.export_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         menu = QMenu(self.export_button)
         menu.addAction("Markdown…", lambda: self.export_requested.emit("md"))
+        menu.addAction("Markdown, every branch…", lambda: self.export_requested.emit("md-all"))
         menu.addAction("JSON…", lambda: self.export_requested.emit("json"))
         self.export_button.setMenu(menu)
         self.import_button = QPushButton("Import JSON…")

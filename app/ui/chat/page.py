@@ -273,7 +273,7 @@ class ChatPage(QWidget):
         return self.conversation_side.import_conversation()
 
     def export_conversation(self, kind: str) -> Path | None:
-        """Export the selected (or shown) conversation as "md" or "json"."""
+        """Export the selected (or shown) conversation: "md", "md-all" (every branch) or "json"."""
         return self.conversation_side.export_conversation(kind)
 
     def rename_conversation(self) -> None:
