@@ -258,14 +258,14 @@ class MessageDelegate(QStyledItemDelegate):
         if not isinstance(row, MessageRow):
             return
         rect = QRect(option.rect)
-        body_w = self._body_width(rect.width())
+        body_w = self._body_width(self.width)
         doc = self.document(row, body_w)
         if self._known(row, body_w) is None:
             before = (self._body_height(row, body_w), self._footer_height(row, body_w))
             exact = (math.ceil(doc.size().height()), self._exact_footer(row, body_w))
             self._heights[row.id] = ((row.text, row.streaming, row.footer), body_w, *exact)
             self._sizes.pop(row.id, None)
-            if before != exact:
+            if before != exact:  # once per text and width: the next sizeHint returns the exact height
                 self.sizeHintChanged.emit(index)
         layout = self.layout(rect, row)
         pal = self._view.palette()

@@ -8,7 +8,7 @@ continue, delete, previous_version, next_version. The page decides what they do.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QModelIndex, QPoint, QRect, Qt, QUrl, Signal
+from PySide6.QtCore import QEvent, QModelIndex, QPoint, QRect, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QHelpEvent, QMouseEvent, QResizeEvent
 from PySide6.QtWidgets import QAbstractItemView, QListView, QToolTip, QWidget
 
@@ -18,6 +18,7 @@ from app.ui.chat.transcript_model import ROW_ROLE, TranscriptModel
 
 _VERSION_TIPS = {"previous_version": "The previous version", "next_version": "The next version"}
 _AT_END_PX = 24
+STREAM_REPAINT_MS = 100
 
 
 class Transcript(QListView):
@@ -42,6 +43,10 @@ class Transcript(QListView):
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.verticalScrollBar().setSingleStep(24)
+        self._pending_text = ""
+        self._flush_timer = QTimer(self)
+        self._flush_timer.setInterval(STREAM_REPAINT_MS)
+        self._flush_timer.timeout.connect(self._flush_pending)
         # Follow the end while the user is there (a streaming reply, rows measured after the estimate).
         self._follow = True
         bar = self.verticalScrollBar()
@@ -52,6 +57,7 @@ class Transcript(QListView):
 
     def show_rows(self, rows: list[MessageRow], *, keep_position: bool = False) -> None:
         """Show these rows; scroll to the end unless ``keep_position`` (a version switch)."""
+        self._pending_text = ""  # the rows carry the whole text now
         if [r.id for r in rows] == [r.id for r in self.model_.rows]:
             for old, new in zip(self.model_.rows, rows, strict=True):
                 if old != new:
@@ -85,8 +91,24 @@ class Transcript(QListView):
         self.model_.replace_row(row)
 
     def append_text(self, text: str) -> None:
-        """Streamed text for the last message."""
-        self.model_.append_text(text)
+        """Streamed text for the last message: shown at once after a pause (the first token), else at
+        most every :data:`STREAM_REPAINT_MS` (each repaint lays the reply out again; the model's thread
+        needs the CPU more than the eye needs 25 repaints a second)."""
+        self._pending_text += text
+        if not self._flush_timer.isActive():
+            self._flush_pending()
+            self._flush_timer.start()
+
+    def _flush_pending(self) -> None:
+        if self._pending_text:
+            text, self._pending_text = self._pending_text, ""
+            self.model_.append_text(text)
+        else:
+            self._flush_timer.stop()
+
+    def flush(self) -> None:
+        """Show streamed text still waiting for the next repaint."""
+        self._flush_pending()
 
     def rows(self) -> list[MessageRow]:
         """The rows shown, in order."""
@@ -167,6 +189,9 @@ class Transcript(QListView):
         super().mouseReleaseEvent(event)
 
     def viewportEvent(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Resize and self.viewport().width() != self.delegate.width:
+            # The viewport narrows when the scroll bar appears, without a resize of the view.
+            self.delegate.set_width(self.viewport().width())
         if event.type() == QEvent.Type.ToolTip and isinstance(event, QHelpEvent):
             _index, row, name = self._hit(event.pos())
             if row is not None and name is not None:
