@@ -4,7 +4,8 @@ Run: ``make screenshots`` (offscreen; set QT_QPA_PLATFORM=xcb under Xvfb for a r
 Each picture is the main window at 1360x860: the Models page on this machine, planned GPUs, the first
 start, an error, dark mode; the Downloads page mid-download; the Local models page; Settings; the Chat
 page mid-conversation with SmolLM2-135M GPTQ (the test model, built and cached by tests/models/build.py).
-``--chat`` renders only the chat picture.
+``--chat`` renders only the chat picture, ``--chat-versions`` only the one of a message with versions
+(no model needed).
 """
 
 from __future__ import annotations
@@ -71,9 +72,49 @@ def chat_shot(window: MainWindow, shot: Callable[[MainWindow, str], None]) -> No
     wait_until(lambda: len(replies) == 3, 120)
 
 
+def versions_shot(window: MainWindow, shot: Callable[[MainWindow, str], None]) -> None:
+    """A saved conversation whose question was edited: ``‹ 1/2 ›`` on it, the first branch shown with its
+    follow-up turn, the stats stored under each reply (no model loaded: read-only, versions switchable)."""
+    from app.chat.conversation import ChatMeta, Conversation
+    from app.chat.message import ReplyStats
+    from app.chat.storage import ChatStore
+    from app.chat.templates import Role
+
+    sampler = {"temperature": 0.7, "top_p": 0.9, "top_k": 40}
+    conversation = Conversation(
+        title="Foxes", meta=ChatMeta(repo_id="TheBloke/Llama-2-7B-Chat-GPTQ", branch="main")
+    )
+    question = conversation.add(Role.USER, "What do red foxes eat?")
+    answer = conversation.add(
+        Role.ASSISTANT,
+        "Red foxes are **omnivores**. They mostly eat:\n\n- small mammals (voles, mice, rabbits)\n"
+        "- birds and eggs\n- fruit and berries in late summer\n\nNear towns they also scavenge.",
+    )
+    answer.stats = ReplyStats(48, 21.4, 0.31, "GPTQModel", sampler)
+    conversation.add(Role.USER, "And in winter?")
+    winter = conversation.add(
+        Role.ASSISTANT, "In winter they hunt rodents under the snow, listening for them and pouncing."
+    )
+    winter.stats = ReplyStats(19, 22.0, 0.28, "GPTQModel", sampler)
+    edited = conversation.edit(question.id, "What do arctic foxes eat?")
+    other = conversation.add(Role.ASSISTANT, "Lemmings, mostly, and what polar bears leave behind.")
+    other.stats = ReplyStats(12, 20.9, 0.30, "GPTQModel", sampler)
+    conversation.select_version(question.id)  # the first version, with its follow-up turn
+    assert edited.id != question.id
+    with ChatStore() as store:
+        store.sync(conversation)
+    window.show_page("Chat")
+    page = window.chat_page
+    page.conversation_side.refresh()
+    page.conversation_list.select(conversation.id)
+    shot(window, "chat-versions")
+
+
 def main() -> int:
     """Write the PNGs; prints their paths."""
     OUT.mkdir(parents=True, exist_ok=True)
+    if "--chat-versions" in sys.argv[1:]:
+        return chat_only(versions_shot)
     if "--chat" in sys.argv[1:]:
         return chat_only()
     with emulated_hub() as (hub, _home):
@@ -171,6 +212,7 @@ def main() -> int:
 
         window.show_page("Settings")
         shot(window, "settings")
+        versions_shot(window, shot)
         chat_shot(window, shot)
 
         window.show_page("Models")
@@ -195,8 +237,8 @@ def main() -> int:
     return 0
 
 
-def chat_only() -> int:
-    """Only the chat picture (no Hub needed)."""
+def chat_only(take: Callable[[MainWindow, Callable[[MainWindow, str], None]], None] | None = None) -> int:
+    """Only the chat picture (``take``: another chat picture)."""
     with emulated_hub() as (_hub, _home):
         import shiboken6
 
@@ -218,7 +260,7 @@ def chat_only() -> int:
             w.grab().save(str(OUT / f"{name}.png"))
             print((OUT / f"{name}.png").relative_to(ROOT))
 
-        chat_shot(window, shot)
+        (take or chat_shot)(window, shot)
         window.close()
         shiboken6.delete(window)
     return 0

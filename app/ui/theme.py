@@ -136,7 +136,7 @@ def chat_icon(size: int = 32) -> QIcon:
     tail.lineTo(QPointF(15 * s, 22 * s))
     tail.closeSubpath()
     painter.setPen(Qt.PenStyle.NoPen)
-    painter.setBrush(QColor("#3d7be0"))
+    painter.setBrush(QColor("#2fb380"))  # green: reads on the sidebar's blue selection too
     painter.drawPath(bubble.united(tail))
     painter.setBrush(QColor("#ffffff"))
     for x in (10, 16, 22):

@@ -86,13 +86,14 @@ def reply_stats_text(stats: ReplyStats) -> str:
 
 
 def sampler_text(sampler: dict[str, Any]) -> str:
-    """``temperature 0.7, top p 0.9`` (fields that are set, in a fixed order)."""
+    """``temperature 0.7, top p 0.9`` (fields that are set, in a fixed order; each one unbreakable)."""
     out = []
     for key, name in _SAMPLER_FIELDS:
         value = sampler.get(key)
         if value is None or (key == "top_k" and not value):
             continue
-        out.append(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}")
+        text = f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+        out.append(text.replace(" ", "\u00a0"))  # "top k 40" wraps as one piece
     return ", ".join(out)
 
 
