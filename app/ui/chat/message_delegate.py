@@ -326,6 +326,22 @@ class MessageDelegate(QStyledItemDelegate):
             painter.drawText(layout.footer, int(Qt.TextFlag.TextWordWrap), row.footer)
         painter.restore()
 
+    def measure_tail(self, rows: list[MessageRow], height: int) -> None:
+        """Lay out exactly the last rows that fill ``height`` (what a view opened at its end shows first),
+        so the first paint needs no second layout pass."""
+        body_w = self._body_width(self.width)
+        filled = 0
+        for row in reversed(rows):
+            if filled > height:
+                break
+            if self._known(row, body_w) is None:
+                doc = self.document(row, body_w)
+                exact = (math.ceil(doc.size().height()), self._exact_footer(row, body_w))
+                self._heights[row.id] = ((row.text, row.streaming, row.footer), body_w, *exact)
+                self._sizes.pop(row.id, None)
+            known = self._known(row, body_w)
+            filled += (known[0] + known[1]) if known else 0
+
     def laid_out(self) -> list[str]:
         """Ids of the messages whose text is laid out now (what was painted recently)."""
         return list(self._docs)

@@ -68,6 +68,8 @@ class Transcript(QListView):
         same = bool(rows) and bool(self.model_.rows) and rows[0].id == self.model_.rows[0].id
         if not same:
             self.delegate.forget()
+        if not (keep_position and same and not following):
+            self.delegate.measure_tail(rows, self.viewport().height())  # opened at the end: lay that out now
         self.model_.set_rows(rows)
         if keep_position and same and not following:
             self.verticalScrollBar().setValue(value)
