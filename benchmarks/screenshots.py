@@ -44,6 +44,7 @@ def chat_shot(window: MainWindow, shot: Callable[[MainWindow, str], None]) -> No
     )
     window.show_page("Chat")
     page = window.chat_page
+    page.new_chat()  # not the conversation of the versions picture
     page.add_model_folder(folder, "SmolLM2-135M-Instruct (GPTQ 4-bit, 128g)")
     loaded: dict[str, object] = {}
     page.load_finished.connect(lambda ok: loaded.__setitem__("ok", ok))
