@@ -182,8 +182,9 @@ def chat_scenario() -> tuple[Result, float, float]:
         assert isinstance(stats, GenerationStats)
         alone.append(stats.new_tokens / (time.perf_counter() - began))
 
+    model_name = "tiny Llama" if "--tiny" in sys.argv[1:] else "SmolLM2"
     result = run_scenario(
-        f"chat reply streaming ({'tiny Llama' if '--tiny' in sys.argv[1:] else 'SmolLM2'} GPTQ, {CHAT_TOKENS} tokens)",
+        f"chat reply streaming ({model_name} GPTQ, {CHAT_TOKENS} tokens)",
         lambda: page.send(CHAT_PROMPT),
         lambda: "reply" in done,
         300,
