@@ -125,7 +125,8 @@ class StreamStart:
 
 @dataclass(frozen=True)
 class ReplyOutcome:
-    """A reply ended: the conversation after it, its stats, and the error that cut it (if any)."""
+    """A reply ended: the conversation after it (its budget follows in the next ChatState), its stats,
+    and the error that cut it (if any)."""
 
     state: ChatState
     message_id: str | None
@@ -485,14 +486,17 @@ class ChatWorker(QObject):
         if pending:
             self.chunk.emit("".join(pending))
         reply = session.conversation.last()
+        # The reply is complete now; the next prompt's budget (a full prompt render and tokenize) follows
+        # in its own state, so the page shows the finished reply without waiting for it.
         self.reply_finished.emit(
             ReplyOutcome(
-                self._state(),
+                self._state(budget=False),
                 end.message.id if end is not None else (reply.id if reply is not None else None),
                 end.stats if end is not None else None,
                 error,
             )
         )
+        self._emit_state()
 
     # -- snapshots --------------------------------------------------------------------------------
 

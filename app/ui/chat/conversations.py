@@ -199,7 +199,7 @@ class ConversationSide(QObject):
             page.errors.report(outcome.error, "generating the reply")
         pending, self._pending = self._pending, None
         if pending is None:
-            page.show_state(outcome.state)
+            page.show_state(outcome.state, keep_budget=True)  # the new budget follows from the chat thread
             self.refresh()
         page.reply_done.emit(outcome)
         if pending is not None:  # the user chose another chat while it streamed (the reply is saved)
