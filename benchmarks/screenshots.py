@@ -5,7 +5,8 @@ Each picture is the main window at 1360x860: the Models page on this machine, pl
 start, an error, dark mode; the Downloads page mid-download; the Local models page; Settings; the Chat
 page mid-conversation with SmolLM2-135M GPTQ (the test model, built and cached by tests/models/build.py);
 the search results for "llama 70b gptq" with their fit badges, and the quantized versions of a base model.
-``--chat`` renders only the chat picture, ``--search`` only the search pictures (and the first start).
+``--chat`` renders only the chat picture, ``--chat-versions`` only the one of a message with versions
+(no model needed), ``--search`` only the search pictures (and the first start).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ TINY = "TheBloke/TinyLlama-GPTQ"
 
 
 def chat_shot(window: MainWindow, shot: Callable[[MainWindow, str], None]) -> None:
-    """The Chat page with SmolLM2: one answered question, the second reply caught while it streams."""
+    """The Chat page with SmolLM2: a question edited into a second version (``‹ 2/2 ›``) and answered,
+    then the next reply caught while it streams."""
     from app.chat.profiles import ModelSettings, ProfileStore, local_profile_key
     from tests.models.build import ensure_built
     from tests.models.fixtures import SMOLLM2_BRANCH
@@ -43,6 +45,7 @@ def chat_shot(window: MainWindow, shot: Callable[[MainWindow, str], None]) -> No
     )
     window.show_page("Chat")
     page = window.chat_page
+    page.new_chat()  # not the conversation of the versions picture
     page.add_model_folder(folder, "SmolLM2-135M-Instruct (GPTQ 4-bit, 128g)")
     loaded: dict[str, object] = {}
     page.load_finished.connect(lambda ok: loaded.__setitem__("ok", ok))
@@ -53,17 +56,60 @@ def chat_shot(window: MainWindow, shot: Callable[[MainWindow, str], None]) -> No
     page.reply_done.connect(replies.append)
     page.send("What is the capital of France?")
     wait_until(lambda: len(replies) == 1, 300)
-    page.send("Write a short story about a cat who lives in Paris.")
-    wait_until(
-        lambda: (
-            len(replies) == 2 or (page._stream_widget is not None and len(page._stream_widget.text) > 240)
-        ),
-        300,
-    )
+    # Edit the question: a second version (‹ 2/2 ›), answered again; the first one stays a branch.
+    assert page.state is not None
+    question = page.state.conversation.messages[0]
+    page.edit_message(question.id, "What is the capital of Italy?")
+    wait_until(lambda: len(replies) == 2, 300)
+    page.send("Write a short story about a cat who lives in Rome.")
+
+    def streamed_enough() -> bool:
+        last = page.transcript.last_row()
+        return len(replies) == 3 or (last is not None and last.streaming and len(last.text) > 240)
+
+    wait_until(streamed_enough, 300)
     page.input.setPlainText("Give the cat a name")
     shot(window, "chat")
     page.stop()
-    wait_until(lambda: len(replies) == 2, 120)
+    wait_until(lambda: len(replies) == 3, 120)
+
+
+def versions_shot(window: MainWindow, shot: Callable[[MainWindow, str], None]) -> None:
+    """A saved conversation whose question was edited: ``‹ 1/2 ›`` on it, the first branch shown with its
+    follow-up turn, the stats stored under each reply (no model loaded: read-only, versions switchable)."""
+    from app.chat.conversation import ChatMeta, Conversation
+    from app.chat.message import ReplyStats
+    from app.chat.storage import ChatStore
+    from app.chat.templates import Role
+
+    sampler = {"temperature": 0.7, "top_p": 0.9, "top_k": 40}
+    conversation = Conversation(
+        title="Foxes", meta=ChatMeta(repo_id="TheBloke/Llama-2-7B-Chat-GPTQ", branch="main")
+    )
+    question = conversation.add(Role.USER, "What do red foxes eat?")
+    answer = conversation.add(
+        Role.ASSISTANT,
+        "Red foxes are **omnivores**. They mostly eat:\n\n- small mammals (voles, mice, rabbits)\n"
+        "- birds and eggs\n- fruit and berries in late summer\n\nNear towns they also scavenge.",
+    )
+    answer.stats = ReplyStats(48, 21.4, 0.31, "GPTQModel", sampler)
+    conversation.add(Role.USER, "And in winter?")
+    winter = conversation.add(
+        Role.ASSISTANT, "In winter they hunt rodents under the snow, listening for them and pouncing."
+    )
+    winter.stats = ReplyStats(19, 22.0, 0.28, "GPTQModel", sampler)
+    edited = conversation.edit(question.id, "What do arctic foxes eat?")
+    other = conversation.add(Role.ASSISTANT, "Lemmings, mostly, and what polar bears leave behind.")
+    other.stats = ReplyStats(12, 20.9, 0.30, "GPTQModel", sampler)
+    conversation.select_version(question.id)  # the first version, with its follow-up turn
+    assert edited.id != question.id
+    with ChatStore() as store:
+        store.sync(conversation)
+    window.show_page("Chat")
+    page = window.chat_page
+    page.conversation_side.refresh()
+    page.conversation_list.select(conversation.id)
+    shot(window, "chat-versions")
 
 
 def search_shots(window: MainWindow, shot: Callable[[MainWindow, str], None]) -> None:
@@ -97,6 +143,8 @@ def search_shots(window: MainWindow, shot: Callable[[MainWindow, str], None]) ->
 def main() -> int:
     """Write the PNGs; prints their paths."""
     OUT.mkdir(parents=True, exist_ok=True)
+    if "--chat-versions" in sys.argv[1:]:
+        return chat_only(versions_shot)
     if "--chat" in sys.argv[1:]:
         return chat_only()
     if "--search" in sys.argv[1:]:
@@ -197,6 +245,7 @@ def main() -> int:
 
         window.show_page("Settings")
         shot(window, "settings")
+        versions_shot(window, shot)
         chat_shot(window, shot)
 
         window.show_page("Models")
@@ -251,8 +300,8 @@ def search_only() -> int:
     return 0
 
 
-def chat_only() -> int:
-    """Only the chat picture (no Hub needed)."""
+def chat_only(take: Callable[[MainWindow, Callable[[MainWindow, str], None]], None] | None = None) -> int:
+    """Only the chat picture (``take``: another chat picture)."""
     with emulated_hub() as (_hub, _home):
         import shiboken6
 
@@ -274,7 +323,7 @@ def chat_only() -> int:
             w.grab().save(str(OUT / f"{name}.png"))
             print((OUT / f"{name}.png").relative_to(ROOT))
 
-        chat_shot(window, shot)
+        (take or chat_shot)(window, shot)
         window.close()
         shiboken6.delete(window)
     return 0

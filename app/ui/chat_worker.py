@@ -126,7 +126,8 @@ class StreamStart:
 
 @dataclass(frozen=True)
 class ReplyOutcome:
-    """A reply ended: the conversation after it, its stats, and the error that cut it (if any)."""
+    """A reply ended: the conversation after it (its budget follows in the next ChatState), its stats,
+    and the error that cut it (if any)."""
 
     state: ChatState
     message_id: str | None
@@ -380,6 +381,29 @@ class ChatWorker(QObject):
                 self.failed.emit(exc, "pinning a turn")
             self._emit_state()
 
+    @Slot(str)
+    def select_version(self, message_id: str) -> None:
+        """Make a version of a message active (the path below it follows)."""
+        self._change(lambda s: s.select_version(message_id), "switching versions")
+
+    @Slot(str, bool)
+    def delete_message(self, message_id: str, branch: bool) -> None:
+        """Delete a message (``branch``: and everything after it); the page asked the user first."""
+        self._change(
+            lambda s: s.delete_branch(message_id) if branch else s.delete_message(message_id),
+            "deleting the branch" if branch else "deleting the message",
+        )
+
+    def _change(self, change: Any, what: str) -> None:
+        session = self.session
+        if session is None:
+            return
+        try:
+            change(session)
+        except Exception as exc:
+            self.failed.emit(exc, what)
+        self._emit_state()
+
     @Slot(object)
     def preview(self, pending: str | None) -> None:
         """The exact prompt for the conversation (plus ``pending`` text as the next message)."""
@@ -399,7 +423,7 @@ class ChatWorker(QObject):
 
     @Slot()
     def regenerate(self) -> None:
-        """Replace the last reply."""
+        """A new version of the last reply (the old one stays)."""
         self._run(lambda s: s.regenerate(), "regenerating the reply")
 
     @Slot()
@@ -409,7 +433,7 @@ class ChatWorker(QObject):
 
     @Slot(str, str)
     def edit(self, message_id: str, text: str) -> None:
-        """Change a message (later ones drop); an edited user message gets a new reply."""
+        """A new version of a message (the old branch stays); an edited user message gets a new reply."""
         session = self.session
         if session is None:
             return
@@ -471,14 +495,17 @@ class ChatWorker(QObject):
             if warning:
                 self.failed.emit(QuantDeskError(warning), "saving the memory measured")
         reply = session.conversation.last()
+        # The reply is complete now; the next prompt's budget (a full prompt render and tokenize) follows
+        # in its own state, so the page shows the finished reply without waiting for it.
         self.reply_finished.emit(
             ReplyOutcome(
-                self._state(),
+                self._state(budget=False),
                 end.message.id if end is not None else (reply.id if reply is not None else None),
                 end.stats if end is not None else None,
                 error,
             )
         )
+        self._emit_state()
 
     # -- snapshots --------------------------------------------------------------------------------
 
@@ -494,26 +521,25 @@ class ChatWorker(QObject):
             self.state_changed.emit(self._state())
 
     def _budget(self) -> Budget | None:
-        from app.chat.conversation import Message
-        from app.chat.templates import Role
         from app.errors import QuantDeskError
 
         session = self.session
         if session is None:
             return None
         context = session.model.context_length
-        system_text = session.system_text()
         try:
-            system = (
-                session.counter.message_tokens(Message(Role.SYSTEM, system_text, id="__system__"))
-                if system_text
-                else 0
-            )
             plan = session.preview_prompt().plan
         except QuantDeskError as exc:
             return Budget(context, 0, 0, session.reserve(), frozenset(), exc.user_message)
-        history = max(0, plan.prompt_tokens - system)
-        return Budget(context, system, history, plan.reserve, frozenset(plan.dropped))
+        # History: the messages in context with their template overhead. Everything else in the prompt
+        # is the system prompt and the template's own text, which may carry a default system prompt
+        # of its own (SmolLM2's Jinja template does): counted there, not as history.
+        kept = set(plan.kept)
+        history = sum(
+            session.counter.message_tokens(m) for m in session.conversation.messages if m.id in kept
+        )
+        history = min(history, plan.prompt_tokens)
+        return Budget(context, plan.prompt_tokens - history, history, plan.reserve, frozenset(plan.dropped))
 
 
 def _endpoint_stub() -> Endpoint:
@@ -536,6 +562,8 @@ class ChatController(QObject):
     _settings = Signal(object)
     _template = Signal(str)
     _preview = Signal(object)
+    _select_version = Signal(str)
+    _delete = Signal(str, bool)
 
     def __init__(self, store: ChatStore, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -555,6 +583,8 @@ class ChatController(QObject):
             (self._settings, self.worker.apply_settings),
             (self._template, self.worker.set_template),
             (self._preview, self.worker.preview),
+            (self._select_version, self.worker.select_version),
+            (self._delete, self.worker.delete_message),
         ):
             signal.connect(slot)
         self._stopped = False
@@ -612,6 +642,14 @@ class ChatController(QObject):
     def preview(self, pending: str | None = None) -> None:
         """Ask for the exact prompt (answered by ``worker.preview_ready``)."""
         self._started()._preview.emit(pending)
+
+    def select_version(self, message_id: str) -> None:
+        """Make a version of a message active."""
+        self._started()._select_version.emit(message_id)
+
+    def delete_message(self, message_id: str, branch: bool) -> None:
+        """Delete a message (``branch``: with everything after it); ask the user first."""
+        self._started()._delete.emit(message_id, branch)
 
     def stop(self) -> None:
         """Stop the streaming reply (direct: sets an event)."""

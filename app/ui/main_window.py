@@ -20,8 +20,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.hardware import Hardware
+from app.ui import theme
 from app.ui.branch_table import LocalInfo, LocalState
-from app.ui.chat_page import ChatPage
+from app.ui.chat import ChatPage
 from app.ui.downloads_controller import ACTIVE, DownloadsController, JobState
 from app.ui.downloads_page import DownloadsPage, format_speed
 from app.ui.error_banner import ErrorBanner
@@ -124,9 +125,7 @@ class MainWindow(QMainWindow):
         self.add_page(
             "Local models", self.local_page, style.standardIcon(QStyle.StandardPixmap.SP_DriveHDIcon)
         )
-        self.add_page(
-            "Chat", self.chat_page, style.standardIcon(QStyle.StandardPixmap.SP_MessageBoxInformation)
-        )
+        self.add_page("Chat", self.chat_page, theme.chat_icon())
         self.add_page(
             "Settings",
             self.settings_page,
@@ -298,6 +297,7 @@ class MainWindow(QMainWindow):
         """Persist geometry and splitters."""
         self.settings.set_bytes_value("window/geometry", self.saveGeometry())
         self.models_page.save_state()
+        self.chat_page.save_state()
         self.settings.sync()
 
     def closeEvent(self, event: QCloseEvent) -> None:

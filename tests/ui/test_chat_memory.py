@@ -7,7 +7,7 @@ from pathlib import Path
 from pytestqt.qtbot import QtBot
 
 from app.catalog.measured import MeasuredStore
-from app.ui.chat_page import ChatPage
+from app.ui.chat import ChatPage
 from tests.models.fixtures import TINY_MAIN
 from tests.ui.test_chat_page import load, make_page, send
 

@@ -12,7 +12,7 @@ from pytestqt.qtbot import QtBot
 
 from app.backends.remote_code import remote_code_allowed
 from app.errors import RemoteCodeConsentError
-from app.ui.chat_page import ChatPage
+from app.ui.chat import ChatPage
 from app.ui.consent_dialog import ALLOW_TEXT, REFUSE_TEXT, consent_box
 from app.ui.error_center import ErrorCenter
 from app.ui.settings import UiSettings

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
-from app.ui.chat_page import ChatPage
+from app.ui.chat import ChatPage
 from app.ui.error_center import ErrorCenter
 from app.ui.settings import UiSettings
 from tests.models.fixtures import TINY_MAIN
