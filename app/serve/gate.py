@@ -192,6 +192,10 @@ class GatedModel:
         """The wrapped model's context length."""
         return self.inner.context_length
 
+    @context_length.setter
+    def context_length(self, value: int) -> None:
+        self.inner.context_length = value
+
     def generate(
         self, prompt: str | Sequence[int], sampling: Sampling, stop: Sequence[str], cancel: threading.Event
     ) -> Iterator[str | GenerationStats]:

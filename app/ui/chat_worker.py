@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from app.chat.session_setup import ChatPlan
     from app.chat.storage import ChatStore
     from app.remote.endpoints import Endpoint
+    from app.serve.gate import ModelGate
+    from app.serve.service import ServedModel
 
 FLUSH_SECONDS: Final = 0.04
 
@@ -78,6 +80,10 @@ class LoadedInfo:
     chat_layer: ModelSettings
     effective: EffectiveSettings
     profile_warning: str | None = None
+    # A local model also offered to other apps ("Serve this model"): what the server serves and the gate
+    # that gives the chat and API requests turns on the one model. None for a server's model.
+    served: ServedModel | None = None
+    gate: ModelGate | None = None
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,8 @@ class ChatWorker(QObject):
             record_memory,
             select_backend,
         )
+        from app.serve.gate import GatedModel, ModelGate, Owner
+        from app.serve.setup import served_model
 
         assert request.local is not None
         self.load_progress.emit(0.0, "Reading the model's files")
@@ -231,7 +239,11 @@ class ChatWorker(QObject):
         profile = record_memory(self.profiles, plan, model)
         self._peaks = PeakRecorder(plan, model, load_settings.cache_type.value)
         settings = chat_settings(effective, plan.files)
-        session = ChatSession(model, plan.choice, settings=settings, store=self.store)
+        # The chat's replies take their turn at the gate the local server shares (never both at once).
+        gate = ModelGate()
+        session = ChatSession(
+            GatedModel(model, gate, Owner.GUI), plan.choice, settings=settings, store=self.store
+        )
         session.conversation.meta = local_meta(request.local, model.backend, plan.choice, settings)
         self.session, self._plan, self._detected = session, plan, plan.choice
         self.load_progress.emit(1.0, "Loaded")
@@ -256,6 +268,8 @@ class ChatWorker(QObject):
             chat_layer=request.chat_layer,
             effective=effective,
             profile_warning=plan.profile_warning,
+            served=served_model(plan, model),
+            gate=gate,
         )
 
     def _load_endpoint(self, request: LoadRequest) -> LoadedInfo:

@@ -39,6 +39,7 @@ from app.ui.chat.settings_panel import SettingsPanel
 from app.ui.chat.template_bar import PromptPreviewDialog, TemplateBar
 from app.ui.chat.transcript import Transcript
 from app.ui.chat_worker import ChatController, ChatState, LoadedInfo
+from app.ui.serve_panel import ServePanel
 
 if TYPE_CHECKING:
     from app.chat.storage import ChatStore
@@ -116,6 +117,8 @@ class ChatPage(QWidget):
         self.settings_panel = SettingsPanel()
         self.endpoints = EndpointActions(self)
         self._build()
+        self.serve_panel = ServePanel()  # "Serve this model": the loaded local model for other apps
+        self.add_panel(self.serve_panel)
         self.model_side = ModelSide(self)
         self.conversation_side = ConversationSide(self)
         self._wire()
@@ -173,6 +176,8 @@ class ChatPage(QWidget):
         self.composer.stop_requested.connect(self.stop)
         self.composer.new_chat_requested.connect(self.new_chat)
         self.endpoints.tested.connect(self.endpoint_tested)
+        self.model_loaded.connect(lambda info: self.serve_panel.set_model(info.served, info.gate))
+        worker.unloaded.connect(lambda: self.serve_panel.set_model(None, None))
 
     # -- the shared state -------------------------------------------------------------------------------
 
@@ -343,6 +348,7 @@ class ChatPage(QWidget):
         if self.closed:
             return
         self.save_state()
+        self.serve_panel.shutdown()  # other apps' requests end before the model goes
         self.closed = True  # replies still queued from the chat thread no longer touch the database
         if self.controller.shutdown() and self._owns_store:
             self.store.close()
