@@ -38,4 +38,4 @@ def test_broken_weights_show_a_sentence_naming_model_and_backend(
     report = page.errors.history[-1]
     assert "GPTQModel failed to load the model in" in report.message and str(broken) in report.message
     assert "IndexError" in report.message and "Traceback" not in report.message
-    assert not page.input.isEnabled() and page.load_button.isEnabled()
+    assert not page.input.isEnabled() and page.model_bar.load_button.isEnabled()
