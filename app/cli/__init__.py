@@ -33,8 +33,8 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``quantdesk`` command."""
+def build_parser(only: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser of the ``quantdesk`` command (``only``: register just these commands)."""
     parser = argparse.ArgumentParser(
         prog="quantdesk",
         description="Browse, download and chat with GPTQ-quantized LLMs from the Hugging Face Hub.",
@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"quantdesk {__version__}")
     parser.add_argument("--verbose", "-v", action="store_true", help=_VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMANDS.values():
-        importlib.import_module(module).add_parser(commands)
+    for name, module in COMMANDS.items():
+        if only is None or name in only:
+            importlib.import_module(module).add_parser(commands)
     for command in commands.choices.values():  # also after the command: `quantdesk chat DIR --verbose`
         command.add_argument(
             "--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP
@@ -52,10 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _commands_needed(words: Sequence[str]) -> list[str] | None:
+    """The commands whose parsers this command line needs (None: all, for help or a mistyped command).
+
+    Registering a command imports its module, so ``quantdesk download`` and the window start without
+    importing the chat engine or the catalog table.
+    """
+    if "-h" in words or "--help" in words:
+        return None
+    first = next((w for w in words if not w.startswith("-")), None)
+    if first is None:
+        return []  # no command: the window
+    return [first] if first in COMMANDS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``quantdesk`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_commands_needed(words))
+    args = parser.parse_args(words)
     # Before anything imports a library: their logs, warnings and banners go to the log file.
     setup_logging(verbose=args.verbose)
     if args.command is None:
