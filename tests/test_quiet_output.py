@@ -70,7 +70,9 @@ def test_library_output_logs_prints_warnings_and_library_handlers(capsys: object
         with library_output():
             print("\x1b[32mINFO  banner line\x1b[0m")
             print("a warning printed on stderr", file=sys.stderr)
-            warnings.warn("a library warning", UserWarning, stacklevel=1)
+            with warnings.catch_warnings():  # shown even if an earlier test's filters hide warnings
+                warnings.simplefilter("always")
+                warnings.warn("a library warning", UserWarning, stacklevel=1)
             library.warning("a library log record")
             logging.getLogger("httpx").info("HTTP Request: GET http://user:sk-secret@host/v1/models")
         captured = capsys.readouterr()  # type: ignore[attr-defined]

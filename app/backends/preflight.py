@@ -189,7 +189,12 @@ def rss_bytes() -> int:
 
 
 def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise)."""
-    gc.collect()
+    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise).
+
+    The full collection runs on the main thread only: on a worker thread (the window's chat thread) it
+    could finalize Qt objects that belong to the GUI thread, which crashes the process.
+    """
+    if threading.current_thread() is threading.main_thread():
+        gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)

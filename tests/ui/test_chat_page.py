@@ -202,9 +202,12 @@ def test_stop_regenerate_continue_edit_and_pin(
 
     # Pin a turn.
     first = edited[0]
-    with qtbot.waitSignal(page.state_shown, timeout=REPLY_MS):
-        click_action(qtbot, page, first.id, "pin")
-    assert page.state.conversation.messages[0].pinned  # type: ignore[union-attr]
+    # Wait for the pin itself: a state with the last reply's budget may still be on its way.
+    click_action(qtbot, page, first.id, "pin")
+    qtbot.waitUntil(
+        lambda: page.state.conversation.messages[0].pinned,  # type: ignore[union-attr]
+        timeout=REPLY_MS,
+    )
     assert shown_row(page, first.id).pinned
 
 
@@ -377,9 +380,11 @@ def test_conversations_survive_a_restart_and_can_be_managed(
     load(qtbot, page, tiny_models[TINY_MAIN])
     set_field(page, "max_new_tokens", 4)
     send(qtbot, page, "The quick brown fox")
-    with qtbot.waitSignal(page.state_shown, timeout=REPLY_MS):
-        qtbot.keyClick(page.input, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)  # new chat
-    assert not page.state.conversation.messages  # type: ignore[union-attr]
+    qtbot.keyClick(page.input, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)  # new chat
+    qtbot.waitUntil(
+        lambda: not page.state.conversation.messages,  # type: ignore[union-attr]
+        timeout=REPLY_MS,
+    )
     send(qtbot, page, "Once upon a time")
     ids = page.conversation_ids()
     assert len(ids) == 2

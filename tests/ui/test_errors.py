@@ -25,7 +25,6 @@ def _assert_usable(qtbot: QtBot, window: MainWindow) -> None:
 @pytest.mark.parametrize(
     ("repo", "expected"),
     [
-        ("TheBloke/Gated-GPTQ", "is gated"),
         ("TheBloke/Nope-GPTQ", "was not found on the Hub"),
         ("TheBloke/TinyLlama-GPTQ:nope", "Branch 'nope' does not exist"),
     ],
