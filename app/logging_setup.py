@@ -84,6 +84,9 @@ def setup_logging(verbose: bool = False) -> Path | None:
     root.setLevel(logging.INFO)
     for name in _URL_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Off then on: logging installs its warnings hook only when it believes none is installed, so a
+    # hook replaced since (by a library or a test harness) would otherwise stay replaced.
+    logging.captureWarnings(False)
     logging.captureWarnings(True)
     _state.configured = True
     _state.verbose = verbose
