@@ -272,36 +272,16 @@ def main() -> int:
 
 def search_only() -> int:
     """The first start and the search pictures."""
-    with emulated_hub() as (_hub, _home):
-        import shiboken6
 
-        from app.ui.app import create_application, create_window
-        from app.ui.error_center import uninstall_exception_hooks
-        from app.ui.theme import apply_system_theme
-
-        app = create_application()
-        apply_system_theme(app, force_dark=False)
-        window = create_window()
-        uninstall_exception_hooks()
-        window.resize(*SIZE)
-        window.show()
-        window.start_background()
-        wait_until(lambda: window.hardware is not None)
-
-        def shot(w: MainWindow, name: str) -> None:
-            pump(0.3)
-            w.grab().save(str(OUT / f"{name}.png"))
-            print((OUT / f"{name}.png").relative_to(ROOT))
-
+    def take(window: MainWindow, shot: Callable[[MainWindow, str], None]) -> None:
         shot(window, "models-first-start")
         search_shots(window, shot)
-        window.close()
-        shiboken6.delete(window)
-    return 0
+
+    return chat_only(take)
 
 
 def chat_only(take: Callable[[MainWindow, Callable[[MainWindow, str], None]], None] | None = None) -> int:
-    """Only the chat picture (``take``: another chat picture)."""
+    """Only the chat picture (``take``: other pictures of one window instead)."""
     with emulated_hub() as (_hub, _home):
         import shiboken6
 
