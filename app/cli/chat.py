@@ -183,8 +183,9 @@ class _Printer:
             self.stream.flush()
 
 
-def _stream_reply(chunks: Iterator[str | ReplyEnd], session: ChatSession, out: TextIO) -> ReplyEnd | None:
-    """Print a reply as it streams; Ctrl-C stops it (the partial reply is kept)."""
+def stream_reply(chunks: Iterator[str | ReplyEnd], session: ChatSession, out: TextIO) -> ReplyEnd | None:
+    """Print a reply as it streams; Ctrl-C stops it (the partial reply is kept). A failing stream's
+    QuantDeskError propagates (the remote chat reports it and goes on)."""
     end: ReplyEnd | None = None
     try:
         for item in chunks:
@@ -244,7 +245,7 @@ def run_chat(args: argparse.Namespace, out: TextIO | None = None, inp: TextIO | 
         session = ChatSession(model, choice, settings=settings)
         session.conversation.meta = local_meta(target, model.backend, choice, settings)
         if args.prompt is not None:
-            _record_peak(peaks, _stream_reply(session.send(args.prompt), session, out))
+            _record_peak(peaks, stream_reply(session.send(args.prompt), session, out))
             return 0
         return _repl(session, out, inp, peaks)
     finally:
@@ -325,7 +326,7 @@ def _record_peak(peaks: PeakRecorder | None, end: ReplyEnd | None) -> None:
 
 def _repl(session: ChatSession, out: TextIO, inp: TextIO, peaks: PeakRecorder | None = None) -> int:
     def reply(chunks: Iterator[str | ReplyEnd]) -> None:
-        end = _stream_reply(chunks, session, out)
+        end = stream_reply(chunks, session, out)
         _record_peak(peaks, end)
         if end is not None and end.plan.dropped:
             print(

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import TextIO
 
-from app.backends.base import StopReason
 from app.chat.engine import ChatSession, ReplyEnd
 from app.errors import EndpointConfigError, QuantDeskError
 
@@ -157,33 +156,19 @@ def run_remote_chat(args: argparse.Namespace, out: TextIO | None = None, inp: Te
 
 
 def _stream_reply(session: ChatSession, chunks: Iterator[str | ReplyEnd], out: TextIO) -> bool:
-    """Print a reply as it streams; Ctrl-C stops it. False when the stream failed (the partial reply
-    stays in the conversation and the error is printed)."""
-    end: ReplyEnd | None = None
+    """Print a reply as it streams (:func:`app.cli.chat.stream_reply`) and its stats. False when the
+    stream failed (the partial reply stays in the conversation and the error is printed)."""
+    from app.cli.chat import stream_reply
+
     try:
-        try:
-            for item in chunks:
-                if isinstance(item, ReplyEnd):
-                    end = item
-                else:
-                    out.write(item)
-                    out.flush()
-        except KeyboardInterrupt:
-            session.stop()
-            for item in chunks:  # the stream closes within ~10 ms
-                if isinstance(item, ReplyEnd):
-                    end = item
+        end = stream_reply(chunks, session, out)
     except QuantDeskError as exc:
         out.write("\n")
         out.flush()
         print(f"error: {exc.user_message}", file=sys.stderr)
         return False
-    out.write("\n")
-    out.flush()
     if end is not None:
         stats = end.stats
-        if stats.stop_reason is StopReason.LENGTH:
-            print("note: the reply reached the length limit (--max-new-tokens).", file=sys.stderr)
         print(
             f"[{stats.new_tokens} tokens, {stats.tokens_per_second:.1f} tokens/s, "
             f"first token after {stats.time_to_first_token:.2f} s]",
