@@ -139,6 +139,34 @@ def test_503_on_some_ranges_is_retried_while_the_others_run(private_hub: HubEmul
     assert len(data) <= served(private_hub) <= len(data) * 1.25
 
 
+def weight_resolves(hub: HubEmulator) -> list[LoggedRequest]:
+    """The Hub's ``/resolve`` answers (302 to the CDN) for the weights file."""
+    return [r for r in hub.requests if r.server == "hub" and "/resolve/" in r.path and WEIGHTS in r.path]
+
+
+def test_later_ranges_go_straight_to_the_cdn(private_hub: HubEmulator, tmp_path: Path) -> None:
+    """A round trip to the Hub per piece is what held many small files back: once the Hub has named the
+    CDN address, the file's other ranges go there directly."""
+    data = big_repo(private_hub, 4 * 1024 * KIB)
+    result = make(tmp_path).run()
+    assert_file(result.path, data)
+    pieces = [r for r in weight_gets(private_hub) if r.range is not None]
+    assert len(pieces) >= 16  # 4 MiB in pieces of at most 256 KiB
+    assert len(weight_resolves(private_hub)) <= 8  # at most the connections that started at once
+
+
+def test_an_expired_cdn_address_is_asked_for_again(private_hub: HubEmulator, tmp_path: Path) -> None:
+    """The Hub's CDN addresses are signed for a while; a long download outlives them and must ask again."""
+    data = big_repo(private_hub, 4 * 1024 * KIB)
+    private_hub.link_bps = 4_000_000  # about a second
+    private_hub.cdn_url_ttl_s = 0.25
+    result = make(tmp_path).run()
+    assert result.outcome is Outcome.COMPLETE
+    assert_file(result.path, data)
+    assert 403 in [r.status for r in weight_gets(private_hub)]  # the stale address was refused...
+    assert len(weight_resolves(private_hub)) > 8  # ...and a fresh one asked for
+
+
 def test_a_stalled_connection_does_not_hold_the_file(private_hub: HubEmulator, tmp_path: Path) -> None:
     """One connection goes silent for 30 s (the stall timeout is 60 s): the others split its range and take
     it over, and the file completes long before either."""
@@ -191,6 +219,11 @@ BranchDownload(sys.argv[2], options=options, client=HubClient()).run()
 """
 
 
+def partway(segments: list[list[int]]) -> int:
+    """How many segments of a part record have some but not all of their bytes."""
+    return sum(1 for start, end, done in segments if 0 < done < end - start)
+
+
 def test_sigkill_with_eight_segments_then_restart_refetches_little(
     private_hub: HubEmulator, tmp_path: Path
 ) -> None:
@@ -203,7 +236,8 @@ def test_sigkill_with_eight_segments_then_restart_refetches_little(
     deadline = time.monotonic() + 60
     while True:
         state = folder.load_part_state(WEIGHTS)
-        if state is not None and state.bytes_done >= len(data) // 2:
+        # past half way, with several segments part-way (a connection between two pieces shows none)
+        if state is not None and state.bytes_done >= len(data) // 2 and partway(state.segments) >= 4:
             break
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the download never got half way"
@@ -212,8 +246,7 @@ def test_sigkill_with_eight_segments_then_restart_refetches_little(
     proc.communicate()
     state = folder.load_part_state(WEIGHTS)
     assert state is not None and 0 < state.bytes_done < len(data)
-    # several segments were part-way (a connection between two pieces may show none)
-    assert sum(1 for s, e, d in state.segments if 0 < d < e - s) >= 4, state.segments
+    assert partway(state.segments) >= 2, repr(state.segments)  # the kill came with segments in flight
     private_hub.link_bps = None
     rerun = subprocess.run(command, cwd=ROOT, env=os.environ.copy(), capture_output=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
@@ -301,7 +334,8 @@ def test_cli_connections_option_reaches_the_download(private_hub: HubEmulator, t
     private_hub.link_bps = 200_000_000
     assert cli.main(["download", REPO, "--dir", str(tmp_path / "m"), "--connections", "3"]) == 0
     assert_file(tmp_path / "m", data)
-    assert most_at_once(weight_gets(private_hub)) == 3
+    # A robbed connection's answer ends on the server a moment after its thief's begins: at most one over.
+    assert 3 <= most_at_once(weight_gets(private_hub)) <= 4
 
 
 class _ForwardProxy(BaseHTTPRequestHandler):

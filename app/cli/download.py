@@ -27,7 +27,12 @@ def add_parser(commands: Subcommands) -> None:
     )
     download.add_argument("repo", help="org/name or org/name:branch (default branch: main)")
     download.add_argument("--dir", default=None, help="the model folder (default: <data dir>/models/...)")
-    download.add_argument("--jobs", type=positive_int, default=4, help="files in parallel (default 4)")
+    download.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=None,
+        help="files in parallel (default 8; all of them share at most 32 connections)",
+    )
     download.add_argument(
         "--connections",
         type=connection_count,
@@ -49,10 +54,11 @@ def run(args: argparse.Namespace) -> int:
     ref = parse_repo_ref(args.repo)
     options = DownloadOptions(
         target=Path(args.dir).expanduser() if args.dir else None,
-        jobs=args.jobs,
         connections=args.connections,
         all_files=args.all_files,
     )
+    if args.jobs is not None:
+        options.jobs = args.jobs
     printer = ProgressPrinter(sys.stderr)
     job = BranchDownload(ref.repo_id, ref.branch or "main", options=options, on_progress=printer)
     try:

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING
 from app import errors
 from app.downloads.hasher import PrefixHasher
 from app.downloads.progress import FileStatus
-from app.downloads.ranged_get import HttpStatus, RangeClient, TooManyRedirects, UnsupportedProxy
+from app.downloads.ranged_get import (
+    Body,
+    HttpStatus,
+    RangeClient,
+    TooManyRedirects,
+    UnsupportedProxy,
+    same_origin,
+)
 from app.downloads.segments import Segment, SegmentPolicy, SegmentScheduler
 from app.downloads.state import PartStateWriter
 from app.retry import BackoffPolicy
@@ -70,6 +77,9 @@ class ConnectionRun:
         self.threads: list[threading.Thread] = []
         self.last_record = 0.0
         self.next_id = 0
+        # The CDN address the Hub redirected to, and its validator: later ranges go there straight, saving
+        # a round trip to the Hub per piece (dropped when the CDN refuses it, e.g. an expired signature).
+        self.direct: tuple[str, str] | None = None
 
     def run(self) -> str | None:
         """Fetch every missing byte; returns the sha256 (None for a file without one). Raises
@@ -218,7 +228,7 @@ class ConnectionRun:
         start = seg.pos
         try:
             end = None if t.single_connection or seg.end == self.size else seg.end
-            body = client.open(t.url, t.endpoint, t.request_headers(), start, end)
+            body = self._open(client, start, end)
         except HttpStatus as exc:
             if exc.status == 416:
                 raise Restart(
@@ -272,6 +282,24 @@ class ConnectionRun:
             )
         client.finish(body) if body.left == 0 else client.discard(body)
 
+    def _open(self, client: RangeClient, start: int, end: int | None) -> Body:
+        """Open bytes ``start..end`` at the CDN address already known, else through the Hub's redirect."""
+        t = self.t
+        direct = self.direct
+        if direct is not None:
+            try:
+                body = client.open(direct[0], t.endpoint, t.request_headers(), start, end)
+            except HttpStatus:
+                if self.direct == direct:
+                    self.direct = None  # expired or refused: the Hub hands out a fresh address below
+            else:
+                body.validator = direct[1]  # the address names these very bytes; the Hub vouched for them
+                return body
+        body = client.open(t.url, t.endpoint, t.request_headers(), start, end)
+        if body.status == 206 and body.url != t.url and not same_origin(body.url, t.endpoint):
+            self.direct = (body.url, body.validator)
+        return body
+
     def _write(self, data: memoryview, offset: int) -> None:
         while data:
             try:
@@ -284,6 +312,8 @@ class ConnectionRun:
 
     def _record(self) -> None:
         now = time.monotonic()
+        if now - self.last_record < self.t.settings.record_every_s:
+            return  # the common case, decided without the lock every connection would queue on
         with self.lock:
             if now - self.last_record < self.t.settings.record_every_s or self.writer is None:
                 return

@@ -37,7 +37,7 @@ from app.downloads.target import STATE_DIR_NAME, check_target, default_target, f
 from app.downloads.transfer import DEFAULT_CONNECTIONS, FileTransfer, TransferInterrupted, TransferSettings
 from app.downloads.verify import CheckStatus, check_file
 
-DEFAULT_JOBS = 4
+DEFAULT_JOBS = 8
 # What a model needs to run: weights, configs (JSON), tokenizer files, chat templates.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 _CONFIG_SUFFIXES = (".json", ".jinja")

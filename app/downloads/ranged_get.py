@@ -89,6 +89,7 @@ class Body:
     start: int
     length: int | None
     validator: str  # X-Linked-Etag of the Hub's redirect, else the final ETag ("" when neither)
+    url: str = ""  # where the bytes came from after redirects
     left: int | None = None
 
     def __post_init__(self) -> None:
@@ -147,7 +148,7 @@ class RangeClient:
             if status == 206:
                 first = _content_range_start(response.getheader("content-range", ""))
             validator = linked or _etag(response.getheader("etag"))
-            return Body(response, status, first, response.length, validator)
+            return Body(response, status, first, response.length, validator, url)
         raise TooManyRedirects(url)
 
     def finish(self, body: Body) -> None:

@@ -132,6 +132,7 @@ class FileTransfer:
         self.connections = max(1, min(MAX_CONNECTIONS, connections)) if big else 1
         self.single_connection = False  # the server ignores ranges: one connection, no Range header
         self.validator = ""
+        self._headers: dict[str, str] | None = None
 
     # -- public ---------------------------------------------------------------------------------------
 
@@ -213,9 +214,11 @@ class FileTransfer:
     def request_headers(self) -> dict[str, str]:
         """User agent and token (the token is stripped for other origins); identity encoding so offsets
         are offsets into the file."""
-        headers = dict(build_hf_headers(token=self.client.token or False))
-        headers["Accept-Encoding"] = "identity"
-        return headers
+        if self._headers is None:  # built once: huggingface_hub takes about a millisecond per call
+            headers = dict(build_hf_headers(token=self.client.token or False))
+            headers["Accept-Encoding"] = "identity"
+            self._headers = headers
+        return dict(self._headers)
 
     def http_error(self, exc: HttpStatus) -> Exception:
         """The QuantDesk error for an HTTP error answer, wrapped in Retryable when worth retrying."""

@@ -420,6 +420,9 @@ class HubEmulator:
         self.tokens: dict[str, list[str]] = dict(tokens or {})
         self.tree_page_size = max(1, tree_page_size)
         self.models_page_size = max(1, models_page_size)  # the most /api/models answers per page
+        # Like the real Hub's signed CDN addresses: a redirect's Location is valid this long, then the CDN
+        # answers 403 (None: addresses never expire).
+        self.cdn_url_ttl_s: float | None = None
         self.endpoint = ""
         self.cdn_endpoint = ""
         self.requests: list[LoggedRequest] = []
@@ -518,7 +521,7 @@ class HubEmulator:
         query = parse_qs(query_string, keep_blank_values=True)
         segments = raw_path.split("/")[1:]
         if server == "cdn":
-            return self._route_cdn(method, segments, headers)
+            return self._route_cdn(method, segments, headers, query)
         if segments[:2] == ["api", "models"] and segments[2:] in ([], [""]):
             if method not in ("GET", "HEAD"):
                 return _error(405, "Method Not Allowed", headers=[("Allow", "GET, HEAD")])
@@ -740,6 +743,8 @@ class HubEmulator:
             return _error(404, f"Entry not found: {path}", "EntryNotFound", [commit_header])
         if entry.is_lfs:
             location = f"{self.cdn_endpoint}/blobs/{entry.sha256}?repo={quote(repo_id, safe='')}"
+            if self.cdn_url_ttl_s is not None:
+                location += f"&Expires={time.time() + self.cdn_url_ttl_s:.3f}"
             return _Response(
                 302,
                 [
@@ -762,9 +767,14 @@ class HubEmulator:
             content_type,
         )
 
-    def _route_cdn(self, method: str, segments: list[str], headers: dict[str, str]) -> _Response:
+    def _route_cdn(
+        self, method: str, segments: list[str], headers: dict[str, str], query: dict[str, list[str]]
+    ) -> _Response:
         if len(segments) != 2 or segments[0] != "blobs":
             return _error(404, "Not Found")
+        expires = query.get("Expires")
+        if expires and float(expires[-1]) < time.time():
+            return _error(403, "Request has expired")  # what CloudFront answers for a stale signed URL
         if method not in ("GET", "HEAD"):
             return _error(405, "Method Not Allowed", headers=[("Allow", "GET, HEAD")])
         sha256 = segments[1]
