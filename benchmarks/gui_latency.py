@@ -15,9 +15,11 @@ imports huggingface_hub on its worker; it is reported separately, and the target
 second search on (a new query, nothing cached).
 
 The chat case (issue 7): SmolLM2-135M GPTQ (the test model, built and cached by ``tests/models/build.py``)
-loaded on the chat page's thread streams a greedy reply while the probe runs. Targets: longest stall
-< 50 ms, and tokens/s seen by the GUI (reply tokens / time from Send to the reply shown complete) at
-least 0.95 of the backend alone (the same prompt ids through ``model.generate`` on this thread, no GUI).
+loaded on the chat page's thread streams a greedy reply in a new chat while the probe runs. Targets:
+longest stall < 50 ms (the worst of every measured reply), and tokens/s seen by the GUI (reply tokens /
+time from Send to the reply shown complete) at least 0.95 of the backend alone (the same prompt ids
+through ``model.generate`` on this thread, no GUI); medians of rounds that alternate the two, after a
+warm-up of each.
 
 The long-conversation case (issue 13): a saved 1,000-message conversation opened on the chat page, timed
 on the GUI thread from the click to the transcript painted (the median of several opens, alternating
@@ -187,8 +189,13 @@ CHAT_TOKENS = 96
 RATIO_TARGET = 0.95
 
 
+CHAT_ROUNDS = 3  # measured rounds, after one warm-up of each contender
+
+
 def chat_scenario() -> tuple[Result, float, float]:
-    """The chat page streaming a reply: (stall result, GUI tokens/s, backend-alone tokens/s)."""
+    """The chat page streaming replies: (stall result over every measured reply, GUI tokens/s, backend-alone
+    tokens/s), each figure the median of :data:`CHAT_ROUNDS` rounds that alternate the two contenders."""
+    import statistics
     import threading
 
     from app.backends.base import GenerationStats
@@ -223,40 +230,74 @@ def chat_scenario() -> tuple[Result, float, float]:
     page.load_selected()
     wait_until(lambda: "loaded" in done, 300)
     assert done["loaded"] is True, [r.message for r in page.errors.history]
-    wait_until(lambda: page.state is not None and page.state.budget is not None)
 
+    def fresh_chat() -> None:
+        # Every reply answers the same prompt in a new chat (the page may have reopened a long one): the
+        # same tokens in as the backend-alone runs, so the two differ only by the app around the model.
+        page.new_chat()
+        wait_until(lambda: page.state is not None and not page.state.conversation.messages, 30)
+        wait_until(lambda: page.state is not None and page.state.budget is not None, 30)
+
+    fresh_chat()
     # The backend alone: the exact prompt the page will send, on this thread (the GUI is idle).
     worker = page.controller.worker
     assert worker.session is not None and worker.model is not None
     session, model = worker.session, worker.model
     ids = list(session.preview_prompt(CHAT_PROMPT).token_ids)
-    alone: list[float] = []
-    for _ in range(2):  # the first run warms up
+
+    def alone() -> float:
         began = time.perf_counter()
         items = list(
             model.generate(ids, session.settings.sampling, session.stop_strings(), threading.Event())
         )
         stats = items[-1]
         assert isinstance(stats, GenerationStats)
-        alone.append(stats.new_tokens / (time.perf_counter() - began))
+        return stats.new_tokens / (time.perf_counter() - began)
 
     model_name = "tiny Llama" if "--tiny" in sys.argv[1:] else "SmolLM2"
-    result = run_scenario(
-        f"chat reply streaming ({model_name} GPTQ, {CHAT_TOKENS} tokens)",
-        lambda: page.send(CHAT_PROMPT),
-        lambda: "reply" in done,
-        300,
-    )
-    outcome = done.get("reply")
-    stats = getattr(outcome, "stats", None)
-    timing = page.timing
-    gui_tps = 0.0
-    if isinstance(stats, GenerationStats) and "done" in timing:
-        gui_tps = stats.new_tokens / (timing["done"] - timing["sent"])
-    result.completed &= gui_tps > 0
+
+    def gui() -> tuple[Result, float, int]:
+        fresh_chat()
+        done.pop("reply", None)
+        result = run_scenario(
+            f"chat reply streaming ({model_name} GPTQ, up to {CHAT_TOKENS} tokens, {CHAT_ROUNDS} replies)",
+            lambda: page.send(CHAT_PROMPT),
+            lambda: "reply" in done,
+            300,
+        )
+        stats = getattr(done.get("reply"), "stats", None)
+        timing = page.timing
+        if not isinstance(stats, GenerationStats) or "done" not in timing:
+            result.completed = False
+            return result, 0.0, 0
+        return result, stats.new_tokens / (timing["done"] - timing["sent"]), stats.new_tokens
+
+    alone()  # warm-ups: the backend's first run, and the page's first reply
+    gui()
+    alone_tps: list[float] = []
+    gui_tps: list[float] = []
+    stalls: list[Result] = []
+    tokens = 0
+    for _ in range(CHAT_ROUNDS):
+        alone_tps.append(alone())
+        result, tps, tokens = gui()
+        stalls.append(result)
+        gui_tps.append(tps)
     page.shutdown()
     page.close()
-    return result, gui_tps, alone[-1]
+    worst = max(stalls, key=lambda r: r.longest_ms)
+    worst.completed = all(r.completed for r in stalls)
+    worst.name += f", {tokens} tokens each"
+    worst.ticks = sum(r.ticks for r in stalls)
+    worst.seconds = sum(r.seconds for r in stalls)
+    worst.p99_ms = max(r.p99_ms for r in stalls)
+    print(
+        "chat rounds, tokens/s: GUI "
+        + ", ".join(f"{x:.1f}" for x in gui_tps)
+        + "; backend alone "
+        + ", ".join(f"{x:.1f}" for x in alone_tps)
+    )
+    return worst, statistics.median(gui_tps), statistics.median(alone_tps)
 
 
 OPEN_MESSAGES = 1000
