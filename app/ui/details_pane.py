@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 from app.catalog.table import BranchRow
 from app.hardware import Hardware
 from app.ui import theme
-from app.ui.branch_table import measured_lines, parts_lines, split_lines
+from app.ui.models.branch_texts import measured_lines, parts_lines, split_lines
 from app.ui.vram_chart import VramChart
 from app.units import format_size
 

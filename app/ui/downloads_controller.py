@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 
-from app.ui.branch_table import LocalInfo, LocalState
 from app.ui.download_jobs import ACTIVE, RESUMABLE, DownloadJob, JobControl, JobState, job_key
 from app.ui.error_center import ErrorCenter, describe
+from app.ui.models.branch_model import LocalInfo, LocalState
 from app.ui.settings import UiSettings
 from app.ui.workers import Worker, start_worker
 

@@ -21,13 +21,13 @@ from PySide6.QtWidgets import (
 
 from app.hardware import Hardware
 from app.ui import theme
-from app.ui.branch_table import LocalInfo, LocalState
 from app.ui.chat import ChatPage
 from app.ui.downloads_controller import ACTIVE, DownloadsController, JobState
 from app.ui.downloads_page import DownloadsPage, format_speed
 from app.ui.error_banner import ErrorBanner
 from app.ui.error_center import ErrorCenter
 from app.ui.local_page import LocalModelsPage
+from app.ui.models.branch_model import LocalInfo, LocalState
 from app.ui.models_page import ModelsPage, hardware_summary
 from app.ui.settings import UiSettings
 from app.ui.settings_page import SettingsPage

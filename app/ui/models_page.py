@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.catalog.fit import FitStatus
+from app.catalog.measured import MeasuredPeak
 from app.catalog.repo_ref import RepoRef, parse_repo_ref
 from app.catalog.search_query import opens_a_repo
 from app.catalog.table import BranchRow
@@ -48,17 +49,11 @@ from app.catalog.vram import CacheType
 from app.errors import QuantDeskError
 from app.hardware import Hardware, planned_hardware
 from app.ui import theme
-from app.ui.branch_table import (
-    SORT_ROLE,
-    BadgeDelegate,
-    BranchTableModel,
-    ButtonDelegate,
-    LocalInfo,
-    read_measurements,
-)
 from app.ui.details_pane import DetailsPane
 from app.ui.error_center import ErrorCenter
 from app.ui.models.base_models import BaseModels
+from app.ui.models.branch_delegates import BadgeDelegate, ButtonDelegate
+from app.ui.models.branch_model import SORT_ROLE, BranchTableModel, LocalInfo
 from app.ui.models.placeholder import Placeholder
 from app.ui.models.search_panel import SearchPanel
 from app.ui.settings import SUGGESTED_REPOS, UiSettings
@@ -91,6 +86,13 @@ def load_catalog(ref: RepoRef) -> Generator[Any, None, Any]:
     if cached is not None:
         yield cached
     return catalog.fetch(ref)
+
+
+def read_measurements(repo_id: str) -> list[MeasuredPeak]:
+    """Worker body: the user's measurements of one repo (a damaged file is set aside, then empty)."""
+    from app.catalog.measured import MeasuredStore
+
+    return MeasuredStore().for_repo(repo_id)
 
 
 def hardware_summary(hw: Hardware) -> str:

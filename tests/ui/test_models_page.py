@@ -7,8 +7,8 @@ from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
 from app.catalog.vram import CacheType
-from app.ui.branch_table import FIT_ROLE, SORT_ROLE, fit_status
 from app.ui.main_window import MainWindow
+from app.ui.models.branch_model import FIT_ROLE, SORT_ROLE, fit_status
 from app.ui.settings import SUGGESTED_REPOS, UiSettings
 from app.units import format_size
 from tests.hub_emulator import HubEmulator

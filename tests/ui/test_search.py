@@ -9,8 +9,8 @@ from pytestqt.qtbot import QtBot
 from app.catalog.fit import FitStatus
 from app.catalog.search_fit import GlanceFit
 from app.catalog.search_query import SortKey
-from app.ui.branch_table import FIT_ROLE
 from app.ui.main_window import MainWindow
+from app.ui.models.branch_model import FIT_ROLE
 from app.ui.models.fit_glances import FIT_WORKERS
 from app.ui.models.search_panel import SearchPanel
 from app.ui.models.search_results import COLUMN_INDEX

@@ -33,8 +33,8 @@ from app.catalog.search_query import SORT_LABELS, SearchCursor, SearchPage, Sear
 from app.catalog.vram import CacheType
 from app.hardware import Hardware
 from app.ui import theme
-from app.ui.branch_table import BadgeDelegate
 from app.ui.error_center import ErrorCenter
+from app.ui.models.branch_delegates import BadgeDelegate
 from app.ui.models.fit_glances import FitGlances, Verdict
 from app.ui.models.search_results import COLUMN_INDEX, COLUMNS, SearchResultsModel
 from app.ui.workers import Worker, start_worker, while_alive

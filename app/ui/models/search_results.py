@@ -17,7 +17,7 @@ from app.catalog.fit import FitStatus
 from app.catalog.search_fit import GlanceFit
 from app.catalog.search_query import ModelHit
 from app.catalog.search_text import format_count, format_day, size_or_parameters
-from app.ui.branch_table import FIT_ROLE
+from app.ui.models.branch_model import FIT_ROLE
 from app.units import format_size
 
 REPO_ROLE = Qt.ItemDataRole.UserRole + 10  # the row's repo id

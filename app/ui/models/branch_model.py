@@ -3,7 +3,9 @@
 The model keeps the fetched :class:`BranchInfo` tuple; context length, cache type and hardware are
 parameters, and changing one re-evaluates the rows from those cached facts (pure computation, no
 network). Cells carry display text, a sort key (:data:`SORT_ROLE`), tooltips with the core's reasons,
-and for badge columns the :class:`FitStatus` (:data:`FIT_ROLE`) that :class:`BadgeDelegate` paints.
+and for badge columns the :class:`FitStatus` (:data:`FIT_ROLE`) that
+:class:`~app.ui.models.branch_delegates.BadgeDelegate` paints. Columns are in
+:mod:`app.ui.models.branch_columns`, the words of the cells in :mod:`app.ui.models.branch_texts`.
 """
 
 from __future__ import annotations
@@ -12,35 +14,25 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from PySide6.QtCore import (
-    QAbstractTableModel,
-    QEvent,
-    QModelIndex,
-    QObject,
-    QPersistentModelIndex,
-    QRect,
-    QSize,
-    Qt,
-    Signal,
-)
-from PySide6.QtGui import QColor, QFont, QMouseEvent, QPainter, QPalette
-from PySide6.QtWidgets import (
-    QApplication,
-    QStyle,
-    QStyledItemDelegate,
-    QStyleOptionButton,
-    QStyleOptionViewItem,
-    QWidget,
-)
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
+from PySide6.QtGui import QColor, QFont
 
-from app.backends import BACKENDS
 from app.catalog.branch import BranchInfo
-from app.catalog.fit import FIT_ORDER, FitResult, FitStatus
+from app.catalog.fit import FIT_ORDER, FitStatus
 from app.catalog.measured import MeasuredPeak
-from app.catalog.table import BackendAssessment, BranchRow, evaluate
-from app.catalog.vram import PART_GROWTH, CacheType
+from app.catalog.table import BranchRow, evaluate
+from app.catalog.vram import CacheType
 from app.hardware import Hardware
 from app.ui import theme
+from app.ui.models.branch_columns import Column, branch_columns
+from app.ui.models.branch_texts import (
+    backends_text,
+    backends_tooltip,
+    dash,
+    memory_text,
+    parts_lines,
+    split_lines,
+)
 from app.units import format_size
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -48,7 +40,7 @@ FIT_ROLE = Qt.ItemDataRole.UserRole + 2
 BUTTON_ROLE = Qt.ItemDataRole.UserRole + 3  # (label, enabled) of an action cell
 BRANCH_ROLE = Qt.ItemDataRole.UserRole + 4  # the branch name of the row
 
-_Index = QModelIndex | QPersistentModelIndex
+Index = QModelIndex | QPersistentModelIndex  # what Qt hands a model or delegate
 
 
 class LocalState(StrEnum):
@@ -74,126 +66,6 @@ class LocalInfo:
     message: str = ""
 
 
-@dataclass(frozen=True)
-class Column:
-    """One column: an id, a header and the header's tooltip."""
-
-    key: str
-    title: str
-    tooltip: str
-    backend: str = ""
-    gpu: int = -1
-
-
-def _columns() -> list[Column]:
-    cols = [
-        Column("branch", "Branch", "The repo branch that holds this quantization"),
-        Column("bits", "Bits", "Bits per weight"),
-        Column("group", "Group", "GPTQ group size (none: one group per column)"),
-        Column("act", "Act", "Act order (desc_act): better quality, slower on some backends"),
-        Column("damp", "Damp", "GPTQ dampening percentage used when quantizing"),
-        Column("dataset", "Dataset", "Calibration dataset"),
-        Column("size", "Size", "Exact size of the branch's files on disk"),
-    ]
-    cols += [
-        Column(
-            f"vram:{b.name}",
-            b.display_name,
-            f"Peak memory {b.display_name} needs at this context, longest prompt and cache type (weights + "
-            "KV cache + prefill + buffers + allocator reserve + CUDA context), corrected by your own "
-            "measurement when there is one; in parentheses when it cannot run here",
-            backend=b.name,
-        )
-        for b in BACKENDS
-    ]
-    # One fit column however many GPUs: the per-GPU picture and the split are in its tooltip and the
-    # details pane (a column per GPU showed "Doesn't fit" next to a "Fits" split).
-    cols.append(Column("fit", "Fit", "Best verdict among the backends that can run the branch here"))
-    cols += [
-        Column("backends", "Backends", "Which backends can run this branch; hover for the reasons"),
-        Column("download", "Download", "Download the branch, or its state on this machine"),
-        Column("description", "Description", "The model card's description of this branch"),
-    ]
-    return cols
-
-
-def split_lines(fit: FitResult) -> list[str]:
-    """The per-GPU picture of a verdict: how a split places the model, and each GPU alone."""
-    lines = []
-    if fit.gpus_used > 1:
-        lines.append(
-            f"Split over {fit.gpus_used} GPUs: " + " + ".join(format_size(b) for b in fit.split_bytes)
-        )
-    if len(fit.per_gpu) > 1:
-        for g in fit.per_gpu:
-            label = theme.FIT_LABELS[g.status]
-            lines.append(
-                f"GPU {g.gpu_index} ({g.gpu_name}) alone: {label}, needs {format_size(g.need_bytes)} "
-                f"of {format_size(g.free_bytes)} free"
-            )
-    return lines
-
-
-def parts_lines(assessment: BackendAssessment) -> list[str]:
-    """Each part of a memory need with what it depends on, then the measurement behind it."""
-    vram = assessment.vram
-    if vram is None:
-        return []
-    lines = [
-        f"{theme.PART_LABELS[k]}: {format_size(v)} ({PART_GROWTH[k]})" for k, v in vram.parts().items() if v
-    ]
-    lines += measured_lines(assessment)
-    return lines
-
-
-def measured_lines(assessment: BackendAssessment) -> list[str]:
-    """What the user's own measurement says, and the formula's figure it corrected."""
-    m = assessment.measurement
-    if m is None:
-        return []
-    where = "RAM" if m.device == "cpu" else "peak allocated"
-    when = "at this context" if assessment.measured_exact else f"at {m.context} tokens of context"
-    lines = [f"Measured here: {format_size(m.peak_bytes)} {where} {when} (prompt {m.prompt_tokens} tokens)"]
-    if assessment.formula is not None:
-        lines.append(
-            f"The formula alone said {format_size(assessment.formula.total)}; weights and buffers are "
-            "learned from your measurement, the parts that grow come from the formula."
-        )
-    return lines
-
-
-def read_measurements(repo_id: str) -> list[MeasuredPeak]:
-    """Worker body: the user's measurements of one repo (a damaged file is set aside, then empty)."""
-    from app.catalog.measured import MeasuredStore
-
-    return MeasuredStore().for_repo(repo_id)
-
-
-def _dash(value: object) -> str:
-    return "—" if value is None or value == "" else str(value)
-
-
-def memory_text(assessment: BackendAssessment) -> str:
-    """'1.23 GiB', '1.23 GiB RAM' on a CPU run, in parentheses when the backend cannot run it here."""
-    if assessment.vram is None:
-        return "—"
-    text = format_size(assessment.vram.total) + (" RAM" if assessment.on_cpu else "")
-    # Kept short: a wide cell would push Download and Description off-screen; the tooltip and the
-    # details pane say more.
-    if assessment.measured_here is not None:
-        text += f" (measured {format_size(assessment.measured_here)})"
-    elif assessment.measurement is not None:
-        text += " (corrected)"
-    return text if assessment.compatibility.compatible else f"({text})"
-
-
-def backends_text(row: BranchRow) -> str:
-    """The backends that can run the branch here, default first ('none' when there is none)."""
-    usable = [a for a in row.backends if a.compatibility.compatible]
-    usable.sort(key=lambda a: a.name != row.best_backend)
-    return ", ".join(a.display_name for a in usable) or "none"
-
-
 def fit_status(value: object) -> FitStatus | None:
     """A :data:`FIT_ROLE` value back as a FitStatus (Qt hands a StrEnum back as a plain str)."""
     if isinstance(value, str):
@@ -202,16 +74,6 @@ def fit_status(value: object) -> FitStatus | None:
         except ValueError:
             return None
     return None
-
-
-def backends_tooltip(row: BranchRow) -> str:
-    """Each backend's verdict and reason, one per line."""
-    lines = []
-    for a in row.backends:
-        mark = "can run it" if a.compatibility.compatible else "cannot run it"
-        best = " (default)" if a.name == row.best_backend else ""
-        lines.append(f"<b>{a.display_name}</b>{best} {mark}: {a.compatibility.reason}")
-    return "<br>".join(lines)
 
 
 class BranchTableModel(QAbstractTableModel):
@@ -230,7 +92,7 @@ class BranchTableModel(QAbstractTableModel):
         self._measurements: list[MeasuredPeak] = []
         self._hardware: Hardware | None = None
         self._local: dict[str, LocalInfo] = {}
-        self._columns = _columns()
+        self._columns = branch_columns()
         self._memo: dict[tuple[int, int, int], Any] = {}
 
     # -- inputs ---------------------------------------------------------------------------------------
@@ -320,6 +182,11 @@ class BranchTableModel(QAbstractTableModel):
         """Source row of a branch; -1 if absent."""
         return next((i for i, r in enumerate(self._rows) if r.info.branch == branch), -1)
 
+    def branch_row(self, branch: str) -> BranchRow | None:
+        """The evaluated row of a branch; None if absent."""
+        row = self.row_of(branch)
+        return self._rows[row] if row >= 0 else None
+
     def _evaluate(self) -> list[BranchRow]:
         if self._hardware is None or not self._branches:
             return []
@@ -338,10 +205,10 @@ class BranchTableModel(QAbstractTableModel):
 
     # -- QAbstractTableModel ---------------------------------------------------------------------------
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
         return 0 if parent.isValid() else len(self._rows)
 
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self._columns)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:
@@ -354,7 +221,7 @@ class BranchTableModel(QAbstractTableModel):
             return column.tooltip
         return None
 
-    def data(self, index: _Index, role: int = 0) -> Any:
+    def data(self, index: Index, role: int = 0) -> Any:
         if not index.isValid() or not 0 <= index.row() < len(self._rows):
             return None
         # A view asks for a dozen roles per cell on every paint: compute each once per evaluation.
@@ -399,7 +266,7 @@ class BranchTableModel(QAbstractTableModel):
         if key == "branch":
             return info.branch
         if key == "bits":
-            return _dash(q.bits) if gptq else "—"
+            return dash(q.bits) if gptq else "—"
         if key == "group":
             return ("none" if q.group_size is None else str(q.group_size)) if gptq else "—"
         if key == "act":
@@ -407,7 +274,7 @@ class BranchTableModel(QAbstractTableModel):
         if key == "damp":
             return "—" if q.damp_percent is None else f"{q.damp_percent:g}"
         if key == "dataset":
-            return _dash(info.dataset)
+            return dash(info.dataset)
         if key == "size":
             return format_size(info.size_bytes) if info.files else "—"
         if column.backend:
@@ -503,123 +370,3 @@ class BranchTableModel(QAbstractTableModel):
         if state in (LocalState.INCOMPLETE, LocalState.FAILED):
             return "Resume", True
         return state.value, False
-
-
-class BadgeDelegate(QStyledItemDelegate):
-    """Paints a fit verdict as a coloured pill (green fits, amber tight, red doesn't fit, blue CPU only)."""
-
-    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: _Index) -> None:
-        status = fit_status(index.data(FIT_ROLE))
-        if status is None or status is FitStatus.UNKNOWN:
-            super().paint(painter, option, index)
-            return
-        style = option.widget.style() if option.widget else QApplication.style()
-        opt = QStyleOptionViewItem(option)
-        self.initStyleOption(opt, index)
-        opt.text = ""
-        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, opt.widget)
-        label = theme.FIT_LABELS[status]
-        background, text = theme.badge_colors(status, option.palette)
-        rect: QRect = option.rect
-        metrics = option.fontMetrics
-        width = min(rect.width() - 8, metrics.horizontalAdvance(label) + 16)
-        height = min(rect.height() - 6, metrics.height() + 4)
-        pill = QRect(rect.x() + 4, rect.y() + (rect.height() - height) // 2, width, height)
-        painter.save()
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        painter.setPen(Qt.PenStyle.NoPen)
-        painter.setBrush(background)
-        painter.drawRoundedRect(pill, height / 2, height / 2)
-        painter.setPen(text)
-        font = QFont(option.font)
-        font.setBold(True)
-        painter.setFont(font)
-        painter.drawText(pill, int(Qt.AlignmentFlag.AlignCenter), label)
-        painter.restore()
-
-    def sizeHint(self, option: QStyleOptionViewItem, index: _Index) -> QSize:
-        size = super().sizeHint(option, index)
-        status = fit_status(index.data(FIT_ROLE))
-        if status is not None:
-            width = option.fontMetrics.horizontalAdvance(theme.FIT_LABELS[status]) + 28
-            size.setWidth(max(size.width(), width))
-        return size
-
-
-class ButtonDelegate(QStyledItemDelegate):
-    """Paints a push button from :data:`BUTTON_ROLE`; a click emits the row's :data:`BRANCH_ROLE`."""
-
-    clicked = Signal(str)
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._pressed: QPersistentModelIndex | None = None
-
-    def _button_rect(self, rect: QRect, label: str, option: QStyleOptionViewItem) -> QRect:
-        metrics = option.fontMetrics
-        width = min(rect.width() - 8, metrics.horizontalAdvance(label) + 24)
-        height = min(rect.height() - 4, metrics.height() + 8)
-        return QRect(rect.x() + 4, rect.y() + (rect.height() - height) // 2, width, height)
-
-    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: _Index) -> None:
-        value = index.data(BUTTON_ROLE)
-        if not value:
-            super().paint(painter, option, index)
-            return
-        label, enabled = value
-        style = option.widget.style() if option.widget else QApplication.style()
-        opt = QStyleOptionViewItem(option)
-        self.initStyleOption(opt, index)
-        opt.text = ""
-        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, opt.widget)
-        rect: QRect = option.rect
-        if not enabled:
-            painter.save()
-            selected = bool(option.state & QStyle.StateFlag.State_Selected)
-            color = option.palette.color(
-                QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text
-            )
-            if label.startswith("Downloaded") and not selected:
-                color = theme.badge_colors(FitStatus.FITS, option.palette)[0]
-            painter.setPen(color)
-            painter.drawText(
-                rect.adjusted(8, 0, -4, 0),
-                int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft),
-                label,
-            )
-            painter.restore()
-            return
-        button = QStyleOptionButton()
-        button.rect = self._button_rect(rect, label, option)
-        button.text = label
-        button.palette = option.palette
-        button.state = QStyle.StateFlag.State_Enabled | (
-            QStyle.StateFlag.State_Sunken
-            if self._pressed == QPersistentModelIndex(index)
-            else QStyle.StateFlag.State_Raised
-        )
-        style.drawControl(QStyle.ControlElement.CE_PushButton, button, painter, opt.widget)
-
-    def sizeHint(self, option: QStyleOptionViewItem, index: _Index) -> QSize:
-        size = super().sizeHint(option, index)
-        value = index.data(BUTTON_ROLE)
-        if value:
-            width = option.fontMetrics.horizontalAdvance(value[0]) + 36
-            size.setWidth(max(size.width(), width))
-            size.setHeight(max(size.height(), option.fontMetrics.height() + 12))
-        return size
-
-    def editorEvent(self, event: QEvent, model: Any, option: QStyleOptionViewItem, index: _Index) -> bool:
-        value = index.data(BUTTON_ROLE)
-        if not value or not value[1] or not isinstance(event, QMouseEvent):
-            return super().editorEvent(event, model, option, index)
-        inside = self._button_rect(option.rect, value[0], option).contains(event.position().toPoint())
-        if event.type() == QEvent.Type.MouseButtonPress and inside:
-            self._pressed = QPersistentModelIndex(index)
-            return True
-        if event.type() == QEvent.Type.MouseButtonRelease:
-            pressed, self._pressed = self._pressed, None
-            if inside and pressed == QPersistentModelIndex(index):
-                self.clicked.emit(str(index.data(BRANCH_ROLE)))
-                return True
-        return False
