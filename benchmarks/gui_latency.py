@@ -394,7 +394,7 @@ def main() -> int:
         ):
             loaded["done"] = False
             result = run_scenario(name, lambda r=repo: page.open_repo(r), lambda: loaded["done"], 60)
-            result.completed &= page.proxy.rowCount() == rows
+            result.completed &= page.table.proxy.rowCount() == rows
             results.append(result)
 
         hub.set_faults(Faults(throttle_bps=THROTTLE_BPS, server="cdn"))

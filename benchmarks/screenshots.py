@@ -116,7 +116,7 @@ def search_shots(window: MainWindow, shot: Callable[[MainWindow, str], None]) ->
     """The Models page's search: results with fit badges, then the quantized versions of a base model."""
     page = window.models_page
     panel = page.search_panel
-    line = page.repo_box.lineEdit()
+    line = page.repo_bar.box.lineEdit()
     assert line is not None
     line.setText("llama 70b gptq")
     page.search("llama 70b gptq")
@@ -193,14 +193,14 @@ def main() -> int:
         page.select_branch("gptq-4bit-128g-actorder_False")  # the one whose card disagrees with its files
         shot(window, "models")
 
-        page.context_box.setValue(262_144)
-        page.plan_box.setText("0.7, 0.6")
-        page.plan_box.editingFinished.emit()
+        page.planning.context_box.setValue(262_144)
+        page.planning.plan_box.setText("0.7, 0.6")
+        page.planning.plan_box.editingFinished.emit()
         page.select_branch("main")
         shot(window, "models-planned-gpus")
-        page.plan_box.setText("")
-        page.plan_box.editingFinished.emit()
-        page.context_box.setValue(4096)
+        page.planning.plan_box.setText("")
+        page.planning.plan_box.editingFinished.emit()
+        page.planning.context_box.setValue(4096)
 
         # Downloads: one complete, one failed, one paused, one running (throttled, files shown).
         window.download(TINY, "gptq-4bit-32g-actorder_True")
@@ -258,7 +258,7 @@ def main() -> int:
 
         apply_system_theme(app, force_dark=True)
         dark = new_window()
-        wait_until(lambda: dark.models_page.proxy.rowCount() == 8)  # reopens the last repo
+        wait_until(lambda: dark.models_page.table.proxy.rowCount() == 8)  # reopens the last repo
         wait_until(lambda: not dark.models_page.is_loading)
         dark.models_page.select_branch("gptq-4bit-32g-actorder_True")
         shot(dark, "models-dark")

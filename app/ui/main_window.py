@@ -28,7 +28,8 @@ from app.ui.error_banner import ErrorBanner
 from app.ui.error_center import ErrorCenter
 from app.ui.local_page import LocalModelsPage
 from app.ui.models.branch_model import LocalInfo, LocalState
-from app.ui.models_page import ModelsPage, hardware_summary
+from app.ui.models.page import ModelsPage
+from app.ui.models.planning_bar import hardware_summary
 from app.ui.settings import UiSettings
 from app.ui.settings_page import SettingsPage
 from app.ui.workers import start_worker

@@ -29,7 +29,7 @@ def test_downloads_page_shows_the_connections_of_each_file(
     hub.faults = Faults(throttle_bps=40_000, server="cdn")
     page = window.models_page
     model = page.model
-    index = page.proxy.mapFromSource(model.index(model.row_of("main"), model.column_index("download")))
+    index = page.table.proxy.mapFromSource(model.index(model.row_of("main"), model.column_index("download")))
     rect = page.table.visualRect(index)
     qtbot.mouseClick(
         page.table.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(rect.left() + 20, rect.center().y())

@@ -20,7 +20,7 @@ SLOW = Faults(throttle_bps=40_000, server="cdn")  # the weight file (~190 KiB) t
 def _click_download(qtbot: QtBot, window: MainWindow, branch: str) -> None:
     page = window.models_page
     model = page.model
-    index = page.proxy.mapFromSource(model.index(model.row_of(branch), model.column_index("download")))
+    index = page.table.proxy.mapFromSource(model.index(model.row_of(branch), model.column_index("download")))
     page.table.scrollTo(index)
     rect = page.table.visualRect(index)
     qtbot.mouseClick(

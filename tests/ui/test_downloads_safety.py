@@ -257,9 +257,9 @@ def test_doesnt_fit_branch_asks_before_downloading(
 ) -> None:
     open_repo(qtbot, window, TINY)
     page = window.models_page
-    page.context_box.setValue(262_144)
-    page.plan_box.setText("0.7, 0.6")
-    page.plan_box.editingFinished.emit()
+    page.planning.context_box.setValue(262_144)
+    page.planning.plan_box.setText("0.7, 0.6")
+    page.planning.plan_box.editingFinished.emit()
     qtbot.waitUntil(lambda: any(r.fit.status is FitStatus.NO_FIT for r in page.model.rows), timeout=WAIT_MS)
     unfit = next(r for r in page.model.rows if r.fit.status is FitStatus.NO_FIT)
     asked: list[str] = []
@@ -268,11 +268,11 @@ def test_doesnt_fit_branch_asks_before_downloading(
         asked.append(row.info.branch)
         return False
 
-    page.confirm_unfit_download = refuse
+    page.download_action.confirm_unfit_download = refuse
     page._download_clicked(unfit.info.branch)
     assert asked == [unfit.info.branch]
     assert f"{TINY}:{unfit.info.branch}" not in window.controller.jobs
-    page.confirm_unfit_download = lambda _parent, _row: True
+    page.download_action.confirm_unfit_download = lambda _parent, _row: True
     page._download_clicked(unfit.info.branch)
     assert f"{TINY}:{unfit.info.branch}" in window.controller.jobs
 

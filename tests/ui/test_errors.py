@@ -19,7 +19,7 @@ from tests.ui.conftest import TINY, open_repo
 def _assert_usable(qtbot: QtBot, window: MainWindow) -> None:
     assert window.isVisible()
     open_repo(qtbot, window, TINY)
-    assert window.models_page.proxy.rowCount() == 8
+    assert window.models_page.table.proxy.rowCount() == 8
 
 
 @pytest.mark.parametrize(
@@ -37,7 +37,7 @@ def test_hub_errors_show_their_message(qtbot: QtBot, window: MainWindow, repo: s
     assert not window.banner.details.isVisible()  # details stay collapsed
     page = window.models_page
     assert page.stack.currentWidget() is page.placeholder
-    assert page.placeholder_title.text().startswith("Could not open")
+    assert page.placeholder.title.text().startswith("Could not open")
     _assert_usable(qtbot, window)
 
 

@@ -139,12 +139,12 @@ def test_geometry_and_splitter_are_restored(qtbot: QtBot, make_window: WindowFac
     sizes = first.models_page.splitter.sizes()
     first.close()
     second = make_window()
-    qtbot.waitUntil(lambda: second.models_page.proxy.rowCount() == 8, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: second.models_page.table.proxy.rowCount() == 8, timeout=WAIT_MS)
     assert (second.width(), second.height()) == (780, 560)
     restored = second.models_page.splitter.sizes()
     # The same split; a few pixels may differ with the status line's text above it.
     assert abs(restored[0] / sum(restored) - sizes[0] / sum(sizes)) < 0.02
-    assert second.models_page.context_box.value() == 4096
+    assert second.models_page.planning.context_box.value() == 4096
 
 
 def test_token_is_saved_in_the_keyring_and_tested_with_whoami(

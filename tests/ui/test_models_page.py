@@ -24,7 +24,7 @@ def test_open_repo_shows_every_branch_with_size_and_memory(qtbot: QtBot, window:
     open_repo(qtbot, window, TINY)
     page = window.models_page
     assert page.stack.currentWidget() is page.table
-    assert page.proxy.rowCount() == 8
+    assert page.table.proxy.rowCount() == 8
     names = [r.info.branch for r in page.model.rows]
     assert names[0] == "main" and "gptq-3bit--1g-actorder_True" in names and "fp16" in names
     for row in page.model.rows:
@@ -43,7 +43,7 @@ def test_open_repo_shows_every_branch_with_size_and_memory(qtbot: QtBot, window:
     backends = page.model.index(three, page.model.column_index("backends"))
     assert backends.data() == "GPTQModel"
     assert "4-bit" in backends.data(Qt.ItemDataRole.ToolTipRole)
-    assert "8 branches" in page.status_label.text()
+    assert "8 branches" in page.header.status_label.text()
     # The details pane follows the selection.
     assert page.select_branch("gptq-4bit-128g-actorder_False")
     assert page.details.title.text().endswith("gptq-4bit-128g-actorder_False")
@@ -60,19 +60,19 @@ def test_context_and_cache_type_update_memory_without_network(
     hub.requests.clear()
     before = _cell(window, "main", "vram:gptqmodel")
     exllama_before = page.model.rows[0].backend("exllamav2").vram
-    page.context_box.setValue(65536)
+    page.planning.context_box.setValue(65536)
     after = _cell(window, "main", "vram:gptqmodel")
     assert after != before
     assert page.model.rows[0].context == 65536
     assert page.selected_row() is not None and page.selected_row().context == 65536  # type: ignore[union-attr]
     assert "65536 tokens" in page.details.fit.text()
-    page.cache_box.setCurrentIndex(page.cache_box.findData(CacheType.Q4.value))
+    page.planning.cache_box.setCurrentIndex(page.planning.cache_box.findData(CacheType.Q4.value))
     exllama_after = page.model.rows[0].backend("exllamav2").vram
     assert exllama_before is not None and exllama_after is not None
     assert page.model.rows[0].backend("exllamav2").cache_type is CacheType.Q4
     assert exllama_after.kv_cache < page.model.rows[0].backend("gptqmodel").vram.kv_cache  # type: ignore[union-attr]
-    page.plan_box.setText("24,24")
-    page.plan_box.editingFinished.emit()
+    page.planning.plan_box.setText("24,24")
+    page.planning.plan_box.editingFinished.emit()
     assert page.model.hardware is not None and page.model.hardware.planned
     assert _cell(window, "main", "fit") == "Fits"
     qtbot.wait(300)
@@ -87,8 +87,8 @@ def test_planned_gpus_keep_one_fit_column_and_the_status_bar_says_what_is_planne
     open_repo(qtbot, window, TINY)
     page = window.models_page
     columns_before = [c.key for c in page.model.columns]
-    page.plan_box.setText("24,24")
-    page.plan_box.editingFinished.emit()
+    page.planning.plan_box.setText("24,24")
+    page.planning.plan_box.editingFinished.emit()
     assert [c.key for c in page.model.columns] == columns_before  # no per-GPU columns
     assert "Planning for the CPU" not in window.hardware_label.text()
     assert "Planning for the GPUs you entered" in window.hardware_label.text()
@@ -97,8 +97,8 @@ def test_planned_gpus_keep_one_fit_column_and_the_status_bar_says_what_is_planne
     tooltip = page.model.index(row, page.model.column_index("fit")).data(Qt.ItemDataRole.ToolTipRole)
     assert "GPU 0" in tooltip and "GPU 1" in tooltip  # the per-GPU picture moved into the tooltip
     assert "GPU 1" in page.details.fit.text()
-    page.plan_box.setText("")
-    page.plan_box.editingFinished.emit()
+    page.planning.plan_box.setText("")
+    page.planning.plan_box.editingFinished.emit()
     assert "Planning for the GPUs you entered" not in window.hardware_label.text()
 
 
@@ -108,12 +108,12 @@ def test_longest_prompt_changes_the_estimate_and_the_details_say_what_grows(
     open_repo(qtbot, window, TINY)
     page = window.models_page
     hub.requests.clear()
-    page.context_box.setValue(8192)
-    page.plan_box.setText("24")
-    page.plan_box.editingFinished.emit()
+    page.planning.context_box.setValue(8192)
+    page.planning.plan_box.setText("24")
+    page.planning.plan_box.editingFinished.emit()
     assert page.model.rows[0].prompt == 2048  # default: a quarter of the context
     before = page.model.rows[0].backend("exllamav2").vram
-    page.prompt_box.setValue(512)
+    page.planning.prompt_box.setValue(512)
     after = page.model.rows[0].backend("exllamav2").vram
     assert page.model.rows[0].prompt == 512
     assert before is not None and after is not None
@@ -131,10 +131,10 @@ def test_sorting_by_size(qtbot: QtBot, window: MainWindow) -> None:
     page = window.models_page
     column = page.model.column_index("size")
     page.table.sortByColumn(column, Qt.SortOrder.AscendingOrder)
-    sizes = [page.proxy.index(r, column).data(SORT_ROLE) for r in range(page.proxy.rowCount())]
+    sizes = [page.table.proxy.index(r, column).data(SORT_ROLE) for r in range(page.table.proxy.rowCount())]
     assert sizes == sorted(sizes)
     page.table.sortByColumn(column, Qt.SortOrder.DescendingOrder)
-    assert page.proxy.index(0, 0).data() == "fp16"  # the unquantized branch is the largest
+    assert page.table.proxy.index(0, 0).data() == "fp16"  # the unquantized branch is the largest
 
 
 def test_cached_table_appears_then_stale_marker_when_offline(
@@ -148,9 +148,12 @@ def test_cached_table_appears_then_stale_marker_when_offline(
     with qtbot.waitSignal(page.loading_finished, timeout=30_000):
         page.refresh()
     assert shown[0] is True  # the cached table came first
-    assert page.proxy.rowCount() == 8
-    assert page.status_label.property("stale") is True
-    assert "Offline" in page.status_label.text() and "Could not reach the Hub" in page.status_label.text()
+    assert page.table.proxy.rowCount() == 8
+    assert page.header.status_label.property("stale") is True
+    assert (
+        "Offline" in page.header.status_label.text()
+        and "Could not reach the Hub" in page.header.status_label.text()
+    )
 
 
 def test_first_start_suggests_repos_and_history_is_kept(
@@ -159,10 +162,10 @@ def test_first_start_suggests_repos_and_history_is_kept(
     window = make_window()
     page = window.models_page
     assert page.stack.currentWidget() is page.placeholder
-    assert [b.text() for b in page.suggestion_buttons] == list(SUGGESTED_REPOS)
-    assert [page.repo_box.itemText(i) for i in range(page.repo_box.count())] == list(SUGGESTED_REPOS)
+    assert [b.text() for b in page.placeholder.suggestion_buttons] == list(SUGGESTED_REPOS)
+    assert [page.repo_bar.box.itemText(i) for i in range(page.repo_bar.box.count())] == list(SUGGESTED_REPOS)
     with qtbot.waitSignal(page.loading_finished, timeout=30_000):
-        page.suggestion_buttons[2].click()
+        page.placeholder.suggestion_buttons[2].click()
     # The emulator does not host guanaco-13B: the page says so and stays usable.
     assert "was not found" in window.banner.message.text()
     assert UiSettings().repo_history == []  # a repo that did not open is not a "recent" one
@@ -173,8 +176,8 @@ def test_first_start_suggests_repos_and_history_is_kept(
     window.close()
     # A restart reopens the last repo from the cache at once.
     again = make_window()
-    qtbot.waitUntil(lambda: again.models_page.proxy.rowCount() == 8, timeout=30_000)
-    assert again.models_page.repo_box.currentText() == TINY
+    qtbot.waitUntil(lambda: again.models_page.table.proxy.rowCount() == 8, timeout=30_000)
+    assert again.models_page.repo_bar.box.currentText() == TINY
 
 
 def test_gated_repo_without_token_shows_its_table_and_how_to_get_access(
@@ -182,5 +185,5 @@ def test_gated_repo_without_token_shows_its_table_and_how_to_get_access(
 ) -> None:
     open_repo(qtbot, window, "TheBloke/Gated-GPTQ")
     page = window.models_page
-    assert page.stack.currentWidget() is page.table and page.proxy.rowCount() >= 1
-    assert "gated" in page.status_label.text() and "token" in page.status_label.text()
+    assert page.stack.currentWidget() is page.table and page.table.proxy.rowCount() >= 1
+    assert "gated" in page.header.status_label.text() and "token" in page.header.status_label.text()

@@ -34,7 +34,7 @@ def _rows(panel: SearchPanel) -> list[str]:
 
 def _type_and_wait(qtbot: QtBot, window: MainWindow, text: str) -> SearchPanel:
     page = window.models_page
-    line = page.repo_box.lineEdit()
+    line = page.repo_bar.box.lineEdit()
     assert line is not None
     with qtbot.waitSignal(page.search_panel.results_shown, timeout=WAIT_MS):
         qtbot.keyClicks(line, text)
@@ -78,13 +78,13 @@ def test_an_exact_repo_id_opens_instead_of_searching(
     qtbot: QtBot, window: MainWindow, hub: HubEmulator
 ) -> None:
     page = window.models_page
-    line = page.repo_box.lineEdit()
+    line = page.repo_bar.box.lineEdit()
     assert line is not None
     with qtbot.waitSignal(page.loading_finished, timeout=WAIT_MS):
         qtbot.keyClicks(line, "TheBloke/TinyLlama-GPTQ")
         qtbot.keyClick(line, Qt.Key.Key_Return)
     assert page.stack.currentWidget() is page.table
-    assert page.proxy.rowCount() == 8
+    assert page.table.proxy.rowCount() == 8
     qtbot.wait(500)  # longer than the debounce: typing an id never started a search
     # The only /api/models request is the look-up of the open repo's base model (by its author).
     assert all(q.get("author") == ["TheBloke"] for q in _search_requests(hub))
@@ -132,10 +132,10 @@ def test_open_a_result_then_back_to_the_same_results(
         panel.table.activated.emit(index)  # what Enter and a double-click emit
     assert page.stack.currentWidget() is page.table
     assert page.catalog is not None and page.catalog.repo_id == CHAT_70B
-    assert page.proxy.rowCount() == 8
-    assert page.back_button.isVisible()
+    assert page.table.proxy.rowCount() == 8
+    assert page.header.back_button.isVisible()
     searches = len(_search_requests(hub))
-    page.back_button.click()
+    page.header.back_button.click()
     assert page.stack.currentWidget() is panel
     assert _rows(panel) == rows
     assert len(_search_requests(hub)) == searches  # Back shows the results kept, no new search
@@ -176,9 +176,9 @@ def test_quantized_versions_from_an_open_repo(qtbot: QtBot, window: MainWindow, 
     page = window.models_page
     with qtbot.waitSignal(page.loading_finished, timeout=WAIT_MS):
         page.open_repo("TheBloke/Llama-2-70B-GPTQ")
-    qtbot.waitUntil(page.versions_button.isVisible, timeout=WAIT_MS)  # its base model was looked up
+    qtbot.waitUntil(page.header.versions_button.isVisible, timeout=WAIT_MS)  # its base model was looked up
     with qtbot.waitSignal(page.search_panel.results_shown, timeout=WAIT_MS):
-        page.versions_button.click()
+        page.header.versions_button.click()
     rows = _rows(page.search_panel)
     assert page.stack.currentWidget() is page.search_panel
     assert rows[0] == "TheBloke/Llama-2-70B-GPTQ" and "ModelCloud/Llama-2-70b-hf-gptq-4bit" in rows
@@ -229,8 +229,8 @@ def test_planning_change_rejudges_fits_without_the_network(
     _drain_pool()
     hub.requests.clear()
     page = window.models_page
-    page.plan_box.setText("24")
-    page.plan_box.editingFinished.emit()
+    page.planning.plan_box.setText("24")
+    page.planning.plan_box.editingFinished.emit()
     fit = panel.model.fit_of(CHAT_70B)
     assert isinstance(fit, GlanceFit) and fit.status is FitStatus.FITS
     assert "GPU 0" in fit.message
@@ -309,7 +309,9 @@ def test_a_failed_repo_id_is_not_kept_in_the_recent_list(
     with qtbot.waitSignal(page.loading_finished, timeout=WAIT_MS):
         page.open_repo("TheBloke/Nope-GPTQ")
     assert "TheBloke/Nope-GPTQ" not in UiSettings().repo_history
-    assert "TheBloke/Nope-GPTQ" not in [page.repo_box.itemText(i) for i in range(page.repo_box.count())]
+    assert "TheBloke/Nope-GPTQ" not in [
+        page.repo_bar.box.itemText(i) for i in range(page.repo_bar.box.count())
+    ]
 
 
 def test_a_bad_id_is_reported_once(qtbot: QtBot, window: MainWindow, hub: HubEmulator) -> None:
@@ -317,7 +319,7 @@ def test_a_bad_id_is_reported_once(qtbot: QtBot, window: MainWindow, hub: HubEmu
     assert page.open_repo("https://example.com/org/name") is False
     qtbot.waitUntil(window.banner.isVisible)
     assert "only huggingface.co URLs" in window.banner.message.text()
-    assert "huggingface.co URLs" not in page.status_label.text()  # not repeated inline
+    assert "huggingface.co URLs" not in page.header.status_label.text()  # not repeated inline
 
 
 def test_words_to_a_downloaded_branch(qtbot: QtBot, window: MainWindow, hub: HubEmulator) -> None:
@@ -342,7 +344,7 @@ def test_words_to_a_downloaded_branch(qtbot: QtBot, window: MainWindow, hub: Hub
 
 def test_enter_searches_at_once_with_one_request(qtbot: QtBot, window: MainWindow, hub: HubEmulator) -> None:
     page = window.models_page
-    line = page.repo_box.lineEdit()
+    line = page.repo_bar.box.lineEdit()
     assert line is not None
     line.setText("llama 70b gptq")  # as if pasted: no typing, no debounce
     with qtbot.waitSignal(page.search_panel.results_shown, timeout=WAIT_MS):

@@ -1,1 +1,1 @@
-"""Components of the Models page (the page itself is still :mod:`app.ui.models_page`)."""
+"""The Models page (:mod:`app.ui.models.page`) and its components, one job per module."""

@@ -1,7 +1,7 @@
 """What the Models page shows when no table and no results are on it: a welcome, "opening…", or why not.
 
-A first start suggests well-known repos and one search; the page rewrites the title and text while a
-repo opens or after it could not be opened.
+A first start suggests well-known repos and one search; while a repo opens, or after it could not be
+opened, the page has it say so (:meth:`Placeholder.show_opening`, :meth:`Placeholder.show_failure`).
 """
 
 from __future__ import annotations
@@ -69,6 +69,23 @@ class Placeholder(QFrame):
         layout.addSpacing(12)
         layout.addWidget(self.suggestions)
         layout.addStretch(2)
+
+    def show_opening(self, repo: str) -> None:
+        """Say that ``repo`` is being opened (its branches are read from the Hub)."""
+        self.title.setText(f"Opening {repo}…")
+        self.text.setText("Reading its branches from the Hub.")
+        self.suggestions.hide()
+
+    def show_failure(self, repo: str, reason: str, suggest: bool) -> None:
+        """Say that ``repo`` could not be opened (``reason`` in the tooltip: the banner says it);
+        ``suggest``: offer the first-start suggestions again."""
+        self.title.setText(f"Could not open {repo}")
+        self.text.setText(
+            "The message above says why. Check the repo id (org/name), or add a Hugging Face token in "
+            "Settings for gated and private repos."
+        )
+        self.text.setToolTip(reason)
+        self.suggestions.setVisible(suggest)
 
     @staticmethod
     def _link_button(text: str) -> QPushButton:
