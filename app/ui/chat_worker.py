@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from app.backends.base import GenerationStats, LoadedModel
     from app.chat.conversation import Conversation
     from app.chat.detection import TemplateChoice
-    from app.chat.engine import ChatSession, ChatSettings, PromptPreview, ReplyEnd
+    from app.chat.engine import ChatSession, ChatSettings, ReplyEnd
     from app.chat.session_setup import ChatPlan
     from app.chat.storage import ChatStore
     from app.remote.endpoints import Endpoint
@@ -686,8 +686,3 @@ class ChatController(QObject):
         self._unload.emit()
         self.chat_thread.quit()
         return bool(self.chat_thread.wait(timeout_ms))
-
-
-def preview_text(preview: PromptPreview) -> str:
-    """The preview's exact text (what the dialog shows)."""
-    return preview.text
