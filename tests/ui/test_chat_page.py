@@ -21,7 +21,7 @@ from app.chat.storage import ChatStore
 from app.chat.templates import Role
 from app.ui.chat import ChatPage
 from app.ui.chat.rows import MessageRow
-from app.ui.chat_worker import LoadedInfo, ReplyOutcome
+from app.ui.chat.worker_data import LoadedInfo, ReplyOutcome
 from app.ui.error_center import ErrorCenter
 from app.ui.main_window import MainWindow
 from app.ui.settings import UiSettings

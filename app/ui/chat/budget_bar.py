@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
 from app.ui import theme
 
 if TYPE_CHECKING:
-    from app.ui.chat_worker import Budget
+    from app.ui.chat.worker_data import Budget
 
 # (part, colour, legend text) in bar order.
 PARTS: tuple[tuple[str, str, str], ...] = (

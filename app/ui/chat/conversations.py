@@ -20,7 +20,7 @@ from PySide6.QtGui import QGuiApplication
 
 from app.ui.chat.rows import MessageRow, footer_text, rows_for, stats_text
 from app.ui.chat.transfer import FILTERS, export_name, export_text, read_export
-from app.ui.chat_worker import ChatState, ReplyOutcome, StreamStart
+from app.ui.chat.worker_data import ChatState, ReplyOutcome, StreamStart
 
 if TYPE_CHECKING:
     from app.chat.conversation import Conversation

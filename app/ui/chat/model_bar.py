@@ -28,7 +28,7 @@ from app.units import format_size
 
 if TYPE_CHECKING:
     from app.remote.endpoints import Endpoint
-    from app.ui.chat_worker import LoadedInfo
+    from app.ui.chat.worker_data import LoadedInfo
 
 
 @dataclass(frozen=True)

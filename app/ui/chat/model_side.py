@@ -19,7 +19,7 @@ from app.chat.session_setup import LocalTarget
 from app.ui.chat.model_bar import PickerEntry, endpoint_entries, list_local_targets, same_entry
 from app.ui.chat.settings_panel import RELOAD_FIELDS, layer_with
 from app.ui.chat.template_bar import PromptPreviewDialog
-from app.ui.chat_worker import ChatState, LoadedInfo, LoadRequest
+from app.ui.chat.worker_data import ChatState, LoadedInfo, LoadRequest
 from app.ui.workers import start_worker
 
 if TYPE_CHECKING:

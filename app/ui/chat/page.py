@@ -2,7 +2,7 @@
 
 Left, :class:`ConversationList`; middle, :class:`ModelBar`, :class:`TemplateBar`, :class:`BudgetBar`,
 the :class:`Transcript`, a slot for extra panels and the :class:`Composer`; right, the
-:class:`SettingsPanel`. Every model operation goes through :class:`app.ui.chat_worker.ChatController`
+:class:`SettingsPanel`. Every model operation goes through :class:`app.ui.chat.controller.ChatController`
 (the chat thread); the model side of the page (loading, settings, templates) is :class:`ModelSide`,
 the conversation side (list, transcript, versions, export) is :class:`ConversationSide`.
 """
@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 from app.chat.profiles import ModelSettings, ProfileStore
 from app.ui.chat.budget_bar import BudgetBar
 from app.ui.chat.composer import Composer
+from app.ui.chat.controller import ChatController
 from app.ui.chat.conversation_list import ConversationList
 from app.ui.chat.conversations import ConversationSide
 from app.ui.chat.endpoint_dialog import EndpointActions
@@ -38,7 +39,7 @@ from app.ui.chat.model_side import ModelSide
 from app.ui.chat.settings_panel import SettingsPanel
 from app.ui.chat.template_bar import PromptPreviewDialog, TemplateBar
 from app.ui.chat.transcript import Transcript
-from app.ui.chat_worker import ChatController, ChatState, LoadedInfo
+from app.ui.chat.worker_data import ChatState, LoadedInfo
 from app.ui.serve_panel import ServePanel
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from app.ui.chat.text import escape
 
 if TYPE_CHECKING:
     from app.chat.engine import PromptPreview
-    from app.ui.chat_worker import TemplateInfo
+    from app.ui.chat.worker_data import TemplateInfo
 
 
 class TemplateBar(QWidget):
