@@ -22,6 +22,8 @@ def test_a_reply_keeps_the_peak_for_this_model_context_and_cache(
     assert MeasuredStore().for_repo(info.profile_repo) == []  # a load alone measures no reply
     outcome = send(qtbot, page, "Hello")
     assert outcome.stats is not None
+    # written on the chat thread right after the reply is shown
+    qtbot.waitUntil(lambda: len(MeasuredStore().for_repo(info.profile_repo)) == 1, timeout=10_000)
     [kept] = MeasuredStore().for_repo(info.profile_repo)
     assert (kept.branch, kept.backend, kept.device) == (info.profile_branch, "gptqmodel", "cpu")
     assert kept.context == info.context_length and kept.cache_type == "fp16"

@@ -105,6 +105,10 @@ class ChatWorker(QObject):
             self._release()
             self.load_failed.emit(exc)
             return
+        if request.local is not None:
+            from app.backends.preflight import settle_after_load
+
+            settle_after_load()
         self.model, self._peaks = loaded.model, loaded.peaks
         self.session, self._plan, self._detected = loaded.session, loaded.plan, loaded.detected
         if request.conversation is not None:
@@ -298,13 +302,10 @@ class ChatWorker(QObject):
             self.streaming = False
         if pending:
             self.chunk.emit("".join(pending))
-        if end is not None and self._peaks is not None:
-            warning = self._peaks.after_reply(end.stats.prompt_tokens)  # what the catalog's "measured" shows
-            if warning:
-                self.failed.emit(QuantDeskError(warning), "saving the memory measured")
         reply = session.conversation.last()
-        # The reply is complete now; the next prompt's budget (a full prompt render and tokenize) follows
-        # in its own state, so the page shows the finished reply without waiting for it.
+        # The reply is complete now. What follows it - the peak memory written for the catalog's
+        # "measured" (a file written and flushed), the next prompt's budget (a full prompt render and
+        # tokenize) - comes after, so the page shows the finished reply without waiting for either.
         self.reply_finished.emit(
             ReplyOutcome(
                 self._state(budget=False),
@@ -313,6 +314,10 @@ class ChatWorker(QObject):
                 error,
             )
         )
+        if end is not None and self._peaks is not None:
+            warning = self._peaks.after_reply(end.stats.prompt_tokens)
+            if warning:
+                self.failed.emit(QuantDeskError(warning), "saving the memory measured")
         self._emit_state()
 
     # -- snapshots --------------------------------------------------------------------------------

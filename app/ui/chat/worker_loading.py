@@ -67,6 +67,7 @@ def load_local_model(
     shares when the user serves this model ("Serve this model"): never both at once. ``cancel`` stops
     the load; ``progress`` gets (fraction, what is happening).
     """
+    from app.backends.cpu_threads import leave_a_core_for_the_window
     from app.chat.engine import ChatSession
     from app.chat.session_setup import (
         chat_settings,
@@ -83,6 +84,7 @@ def load_local_model(
     local = request.local
     assert local is not None
     progress(0.0, "Reading the model's files")
+    leave_a_core_for_the_window()  # this thread runs the model; the window keeps a core to draw on
     plan = plan_local_chat(local, request.chat_layer, profiles)
     effective = plan.effective
     selection = select_backend(plan.files, str(effective.value("backend")))
