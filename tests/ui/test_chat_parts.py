@@ -275,3 +275,25 @@ def test_switching_conversations_while_a_reply_streams_stops_it_and_keeps_it(
     with ChatStore() as store:
         reply = store.load(streaming_id).messages[-1]  # type: ignore[arg-type]
     assert reply.role is Role.ASSISTANT and reply.content and reply.stop_reason == "cancelled"
+
+
+def test_a_streamed_reply_is_shown_exactly_as_it_grows(make_page: object) -> None:
+    """The streaming reply's layout grows with each chunk (not rebuilt): what is shown is the text so far,
+    new lines included, and the finished reply is shown as Markdown."""
+    from app.ui.chat.rows import MessageRow
+
+    page: ChatPage = make_page()  # type: ignore[operator]
+    transcript = page.transcript
+    transcript.show_rows([MessageRow("u", "user", "Hi"), MessageRow("s", "assistant", "", streaming=True)])
+    delegate, width = transcript.delegate, 400
+    shown = ""
+    for chunk in ["Once", " upon a time", "\n\nthere was", " a **fox**.", "\nThe end."]:
+        transcript.model_.append_text(chunk)
+        shown += chunk
+        row = transcript.row("s")
+        assert row is not None and row.text == shown
+        assert delegate.document(row, width).toPlainText() == shown  # plain text while it streams
+    done = MessageRow("s", "assistant", shown)
+    transcript.show_rows([MessageRow("u", "user", "Hi"), done])
+    # Markdown once complete: the bold markers are formatting now, a single new line joins the paragraph
+    assert delegate.document(done, width).toPlainText() == "Once upon a time\nthere was a fox. The end."

@@ -180,7 +180,13 @@ class ConversationSide(QObject):
                     streaming=True,
                 )
             )
-        self.refresh()  # a new chat is saved with its first message: list it now, not after the reply
+        # A new chat is listed when it is made (a new chat appears at once); the title its first message
+        # gives it, and the new order, are shown when the reply ends. Refilling the list now - a read of
+        # the database and a repaint of every entry, even for one retitled entry - took the GIL from the
+        # model's thread as it started the reply: measured, it cost the reply more than all the
+        # streaming that followed.
+        if start.state.conversation.id not in page.conversation_list.ids():
+            self.refresh()
         page.update_enabled()
 
     def _chunk(self, text: str) -> None:

@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPoint, QRect, QRectF, QSize, Qt
-from PySide6.QtGui import QAbstractTextDocumentLayout, QColor, QFont, QFontMetrics, QPainter, QTextDocument
+from PySide6.QtGui import (
+    QAbstractTextDocumentLayout,
+    QColor,
+    QFont,
+    QFontMetrics,
+    QPainter,
+    QTextCursor,
+    QTextDocument,
+)
 from PySide6.QtWidgets import QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
 from app.ui import theme
@@ -113,6 +121,21 @@ class MessageDelegate(QStyledItemDelegate):
         """The row's laid-out Markdown at ``width`` (cached by text and width)."""
         key = (row.text, row.streaming)
         cached = self._docs.get(row.id)
+        if (
+            cached is not None
+            and row.streaming
+            and cached[0][1]
+            and cached[1] == width
+            and row.text.startswith(cached[0][0])
+            and cached[0][0].strip()
+        ):
+            # A streaming reply only grows: add the new text to its document (only the last paragraph is
+            # laid out again) instead of building and laying out the whole reply on every repaint.
+            cursor = QTextCursor(cached[2])
+            cursor.movePosition(QTextCursor.MoveOperation.End)
+            cursor.insertText(row.text[len(cached[0][0]) :])
+            self._docs[row.id] = (key, width, cached[2])
+            cached = self._docs[row.id]
         if cached is not None and cached[0] == key:
             doc = cached[2]
             if cached[1] != width:
@@ -271,7 +294,9 @@ class MessageDelegate(QStyledItemDelegate):
         pal = self._view.palette()
         font, bold = self._fonts()
         painter.save()
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        # No antialiasing for the bubble: an antialiased fill of the whole bubble cost 0.4 ms a message,
+        # every repaint while a reply streams (most of a repaint), for corners of radius 6 that look the
+        # same at 1:1 (text keeps its own antialiasing).
         base = pal.color(pal.ColorRole.Base)
         tint = _TINTS.get(row.role, _TINTS["assistant"])
         background = QColor(
