@@ -98,6 +98,7 @@ class ConversationList(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._summaries: list[ConversationSummary] = []
+        self._listed: set[str] = set()  # the ids shown, for lists()
         self._unsaved: float | None = None  # when "New chat" was pressed, until its first message
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 4, 0)
@@ -155,6 +156,7 @@ class ConversationList(QWidget):
 
     def _fill(self, current_id: str | None) -> None:
         wanted = self.search.text().strip().casefold()
+        self._listed = set()
         self.view.blockSignals(True)
         self.view.clear()
         if self._unsaved is not None:
@@ -170,6 +172,7 @@ class ConversationList(QWidget):
                 continue
             item = QListWidgetItem(title)
             item.setData(ID_ROLE, summary.id)
+            self._listed.add(summary.id)
             detail = summary_detail(summary)
             item.setData(DETAIL_ROLE, detail)
             item.setToolTip(f"{title}\n{detail} · {summary.message_count} messages")
@@ -180,6 +183,11 @@ class ConversationList(QWidget):
         self._update_buttons()
 
     # -- queries --------------------------------------------------------------------------------------
+
+    def lists(self, conversation_id: str | None) -> bool:
+        """Whether a saved conversation is listed (a set lookup: asked on every state the chat thread
+        sends, with hundreds of chats listed)."""
+        return conversation_id in self._listed
 
     def ids(self) -> list[str]:
         """Saved conversation ids listed, in order."""

@@ -62,7 +62,7 @@ class ConversationSide(QObject):
     def reopen_last(self) -> None:
         """Open the conversation that was open when QuantDesk last closed (if it still exists)."""
         last = self.page.settings.value(LAST_KEY)
-        if isinstance(last, str) and last in self.page.conversation_list.ids():
+        if isinstance(last, str) and self.page.conversation_list.lists(last):
             self.page.conversation_list.select(last)
 
     def _load_saved(self, conversation_id: str) -> Conversation | None:
@@ -148,7 +148,7 @@ class ConversationSide(QObject):
         page.state = replace(state, budget=budget)
         was = self.current_id
         self._set_current(state.conversation.id)  # with a model, even a new chat is saved at once
-        if self.current_id not in page.conversation_list.ids():
+        if not page.conversation_list.lists(self.current_id):
             self.refresh()
         page.transcript.show_rows(
             self._rows(state.conversation, budget.dropped if budget else frozenset()),
@@ -185,7 +185,7 @@ class ConversationSide(QObject):
         # the database and a repaint of every entry, even for one retitled entry - took the GIL from the
         # model's thread as it started the reply: measured, it cost the reply more than all the
         # streaming that followed.
-        if start.state.conversation.id not in page.conversation_list.ids():
+        if not page.conversation_list.lists(start.state.conversation.id):
             self.refresh()
         page.update_enabled()
 

@@ -257,8 +257,8 @@ class ChatPage(QWidget):
             return
         self.timing = {"sent": time.perf_counter()}
         self.streaming = True
+        action()  # the chat thread starts on the prompt while this thread updates the buttons
         self.update_enabled()
-        action()
 
     # -- delegated (kept on the page: the window, tests and benchmarks use them) ---------------------
 
