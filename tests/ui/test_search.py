@@ -160,11 +160,15 @@ def test_quantized_versions_of_a_base_model_gptq_first(
     assert panel.title.text() == f"Quantized versions of {BASE_70B}"
     meta = search_repo_metadata()
     quantized = {r for r, m in meta.items() if m.get("cardData", {}).get("base_model") == BASE_70B}
-    rows = _rows(panel)
-    while panel.model.canFetchMore():
+    while True:
+        # The view fetches pages itself as they scroll into sight: wait for the one in flight, if any
+        # (while it is, canFetchMore() says no although more pages are coming).
+        qtbot.waitUntil(lambda: not panel.model.loading_more, timeout=WAIT_MS)
+        if not panel.model.canFetchMore():
+            break
         with qtbot.waitSignal(panel.page_appended, timeout=WAIT_MS):
             panel.model.fetchMore()
-        rows = _rows(panel)
+    rows = _rows(panel)
     assert set(rows) == quantized
     tagged = [r for r in rows if "gptq" in meta[r]["tags"]]
     assert rows[: len(tagged)] == tagged  # the GPTQ-tagged uploads come first
