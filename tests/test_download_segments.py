@@ -231,13 +231,13 @@ def test_sigkill_with_eight_segments_then_restart_refetches_little(
     target = tmp_path / "model"
     folder = FolderState(target)
     command = [sys.executable, "-c", _KILLABLE, str(target), REPO]
-    private_hub.link_bps = 16_000_000
+    private_hub.link_bps = 8_000_000  # about 4 s: time to see segments in flight on a loaded machine
     proc = subprocess.Popen(command, cwd=ROOT, env=os.environ.copy(), stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while True:
         state = folder.load_part_state(WEIGHTS)
         # past half way, with several segments part-way (a connection between two pieces shows none)
-        if state is not None and state.bytes_done >= len(data) // 2 and partway(state.segments) >= 4:
+        if state is not None and state.bytes_done >= len(data) // 2 and partway(state.segments) >= 3:
             break
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the download never got half way"

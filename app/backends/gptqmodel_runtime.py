@@ -310,6 +310,12 @@ class GPTQModelLoaded:
             torch.cuda.empty_cache()
 
 
+def tensor_bytes(model: Any) -> int:
+    """Bytes held by a module's parameters and buffers (quantized weights included: they are buffers)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return int(sum(t.numel() * t.element_size() for t in tensors))
+
+
 def warm_up(model: Any, device: torch.device) -> None:
     """One forward pass over a single token (id 0), without a cache: the model can run, or this raises."""
     with torch.inference_mode():
@@ -406,6 +412,8 @@ def load(
         memory = int(torch.cuda.memory_allocated(device))
     else:
         release_memory()
-        memory = max(0, rss_bytes() - rss_before)
+        # The resident growth, but never less than the model's own tensors: memory freed by a model
+        # unloaded earlier in this process is reused without growing the resident size at all.
+        memory = max(rss_bytes() - rss_before, tensor_bytes(qmodel.model))
     report(1.0, "Loaded")
     return GPTQModelLoaded(qmodel, model_dir, device, context, memory, load_seconds)

@@ -188,26 +188,12 @@ def rss_bytes() -> int:
     return int(psutil.Process(os.getpid()).memory_info().rss)
 
 
-def settle_after_load() -> None:
-    """Move every object alive now (a loaded model, torch, transformers: half a million of them) out of
-    the garbage collector's reach until :func:`release_memory`.
-
-    Measured in the window: the collector's full passes walked them all, 0.2-0.6 s each with the GIL
-    held, on whichever thread happened to allocate - the window froze for as long. Frozen, a full pass
-    walks only what was made since.
-    """
-    gc.freeze()
-
-
 def release_memory() -> None:
     """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise).
 
-    What :func:`settle_after_load` froze is handed back to the collector first, so a dropped model's
-    cycles are freed too. The full collection runs on the main thread only: on a worker thread (the
-    window's chat thread) it could finalize Qt objects that belong to the GUI thread, which crashes the
-    process.
+    The full collection runs on the main thread only: on a worker thread (the window's chat thread) it
+    could finalize Qt objects that belong to the GUI thread, which crashes the process.
     """
-    gc.unfreeze()
     if threading.current_thread() is threading.main_thread():
         gc.collect()
     with contextlib.suppress(OSError, AttributeError):

@@ -1,9 +1,7 @@
-"""The window's chat thread with a real model (tiny Llama): a core is left for the window, and what the
-load left alive is kept out of the garbage collector's full passes until the model is unloaded."""
+"""The window's chat thread with a real model (tiny Llama): a core is left for the window."""
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -39,15 +37,3 @@ def test_the_model_leaves_a_core_for_the_window(
     expected = threads_beside_a_window(usable_cpus())
     assert on_chat_thread(qtbot, page, torch.get_num_threads) == expected
     assert send(qtbot, page, "Hello").error is None  # and the model still answers
-
-
-def test_a_loaded_model_is_kept_out_of_full_collections_until_unloaded(
-    qtbot: QtBot, make_page: object, tiny_models: dict[str, Path]
-) -> None:
-    page: ChatPage = make_page()  # type: ignore[operator]
-    gc.unfreeze()
-    load(qtbot, page, tiny_models[TINY_MAIN])
-    assert gc.get_freeze_count() > 10_000  # the model, torch and transformers: not walked again
-    with qtbot.waitSignal(page.controller.worker.unloaded, timeout=30_000):
-        page.controller.unload()
-    assert gc.get_freeze_count() == 0  # handed back: the dropped model's cycles can be collected

@@ -105,10 +105,6 @@ class ChatWorker(QObject):
             self._release()
             self.load_failed.emit(exc)
             return
-        if request.local is not None:
-            from app.backends.preflight import settle_after_load
-
-            settle_after_load()
         self.model, self._peaks = loaded.model, loaded.peaks
         self.session, self._plan, self._detected = loaded.session, loaded.plan, loaded.detected
         if request.conversation is not None:
