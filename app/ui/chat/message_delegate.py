@@ -121,21 +121,16 @@ class MessageDelegate(QStyledItemDelegate):
         """The row's laid-out Markdown at ``width`` (cached by text and width)."""
         key = (row.text, row.streaming)
         cached = self._docs.get(row.id)
-        if (
-            cached is not None
-            and row.streaming
-            and cached[0][1]
-            and cached[1] == width
-            and row.text.startswith(cached[0][0])
-            and cached[0][0].strip()
-        ):
-            # A streaming reply only grows: add the new text to its document (only the last paragraph is
-            # laid out again) instead of building and laying out the whole reply on every repaint.
-            cursor = QTextCursor(cached[2])
-            cursor.movePosition(QTextCursor.MoveOperation.End)
-            cursor.insertText(row.text[len(cached[0][0]) :])
-            self._docs[row.id] = (key, width, cached[2])
-            cached = self._docs[row.id]
+        if cached is not None and row.streaming:
+            (shown, was_streaming), laid_out_at, grown = cached
+            if was_streaming and shown.strip() and row.text.startswith(shown):
+                # A streaming reply only grows: add the new text to its document (only the last paragraph
+                # is laid out again) instead of building and laying out the whole reply on every repaint.
+                cursor = QTextCursor(grown)
+                cursor.movePosition(QTextCursor.MoveOperation.End)
+                cursor.insertText(row.text[len(shown) :])
+                cached = (key, laid_out_at, grown)
+                self._docs[row.id] = cached
         if cached is not None and cached[0] == key:
             doc = cached[2]
             if cached[1] != width:
