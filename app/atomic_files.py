@@ -49,6 +49,21 @@ def set_aside(path: Path) -> Path:
     return candidate
 
 
+def _read_with_identity(path: Path) -> tuple[bytes, tuple[int, int, int]]:
+    """The file's bytes and the identity (inode, size, mtime) of the very file they came from."""
+    with path.open("rb") as fh:
+        stat = os.fstat(fh.fileno())
+        return fh.read(), (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
 def read_json_store(path: Path, *, what: str = "") -> tuple[dict[str, Any] | None, str | None]:
     """Read a JSON-object store: ``(data, None)``, or ``(None, warning)`` when it had to be set aside.
 
@@ -56,27 +71,37 @@ def read_json_store(path: Path, *, what: str = "") -> tuple[dict[str, Any] | Non
     or not a JSON object is renamed by :func:`set_aside` (never deleted) and the warning is one sentence
     a person can act on; the caller starts with a fresh store (and may salvage what it can from the
     set-aside copy, whose path the warning names). ``what`` names the store in that sentence.
+
+    Another reader (a thread, another process) may meet the same damaged file at the same moment. The
+    one whose rename wins says so; the others read again what is there now (the fresh store the winner
+    wrote, or nothing) instead of renaming a fresh store aside or reporting a rename that lost.
     """
     label = what or path.name
-    try:
-        raw = path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError):  # no such store (a parent is a file: none either)
-        return None, None
-    except OSError as exc:
-        return None, f"QuantDesk could not read {label} ({path}): {exc.strerror or exc}."
-    if not raw.strip():
-        return None, None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        data = None
-    if isinstance(data, dict):
-        return data, None
-    try:
-        aside = set_aside(path)
-    except OSError as exc:
-        return None, (
-            f"{label} ({path}) is damaged and could not be set aside ({exc.strerror or exc}); "
-            "QuantDesk ignores it for now."
-        )
-    return None, f"{label} was damaged; QuantDesk set it aside as {aside} and started a fresh one."
+    for _attempt in range(3):
+        try:
+            raw, identity = _read_with_identity(path)
+        except (FileNotFoundError, NotADirectoryError):  # no such store (a parent is a file: none either)
+            return None, None
+        except OSError as exc:
+            return None, f"QuantDesk could not read {label} ({path}): {exc.strerror or exc}."
+        if not raw.strip():
+            return None, None
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            data = None
+        if isinstance(data, dict):
+            return data, None
+        if _identity(path) != identity:
+            continue  # replaced (or set aside) since it was read
+        try:
+            aside = set_aside(path)
+        except FileNotFoundError:
+            continue  # another reader's rename won
+        except OSError as exc:
+            return None, (
+                f"{label} ({path}) is damaged and could not be set aside ({exc.strerror or exc}); "
+                "QuantDesk ignores it for now."
+            )
+        return None, f"{label} was damaged; QuantDesk set it aside as {aside} and started a fresh one."
+    return None, None  # rewritten under us again and again: the writer's next read will judge it

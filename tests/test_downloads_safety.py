@@ -21,7 +21,7 @@ from app.atomic_files import read_json_store
 from app.downloads import DownloadProgress, Outcome, notices
 from app.downloads.cleanup import discard_download
 from app.downloads.registry import incomplete_downloads, list_local_models, quantdesk_models
-from app.downloads.state import FolderState
+from app.downloads.state import FolderState, PartState
 from app.downloads.verify import CheckStatus, repair_folder, verify_folder
 from app.paths import app_paths
 from tests.hub_emulator import Faults, HubEmulator
@@ -113,6 +113,65 @@ def test_read_json_store_sets_damaged_files_aside(tmp_path: Path) -> None:
         aside = [p for p in tmp_path.iterdir() if p.name.startswith("store.json.corrupt-")]
         assert any(p.read_bytes() == damaged for p in aside), "the damaged bytes are kept, never deleted"
         assert str(next(p for p in aside if p.read_bytes() == damaged)) in warning
+
+
+def test_a_store_another_reader_set_aside_first_is_read_again_without_a_false_alarm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two readers saw the same damaged bytes; the other one renamed the file first and wrote a fresh
+    store. This one reads the fresh store: it neither renames it aside nor says anything."""
+    import app.atomic_files as atomic_files
+
+    path = tmp_path / "store.json"
+    path.write_bytes(b"\xff\xfe not json")
+    real_read = atomic_files._read_with_identity
+    reads = 0
+
+    def the_other_reader_acts_after_this_read(target: Path) -> tuple[bytes, tuple[int, int, int]]:
+        nonlocal reads
+        reads += 1
+        seen = real_read(target)
+        if reads == 1:  # the other reader's rename, and the fresh store it started
+            atomic_files.set_aside(target)
+            atomic_files.write_json_atomic(target, {"fresh": True})
+        return seen
+
+    monkeypatch.setattr(atomic_files, "_read_with_identity", the_other_reader_acts_after_this_read)
+    assert read_json_store(path, what="The test store") == ({"fresh": True}, None)
+    assert len(list(tmp_path.glob("store.json.corrupt-*"))) == 1  # set aside once, by the other reader
+    assert json.loads(path.read_text()) == {"fresh": True}
+
+
+def test_readers_racing_over_a_damaged_job_record_set_it_aside_once(tmp_path: Path) -> None:
+    """The window's model list and its download list read a folder's records at the same moment on
+    start-up; a damaged job record is set aside once and said once, and every reader gets the job."""
+    folder = FolderState(tmp_path / "TheBloke_TinyLlama-GPTQ")
+    part = folder.part_path(WEIGHTS)
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"\0" * 1000)
+    url = f"http://127.0.0.1:1/{REPO}/resolve/{'a' * 40}/{WEIGHTS}"
+    folder.save_part_state(WEIGHTS, PartState(url, "a" * 40, WEIGHTS, 1000, "b" * 64, bytes_done=500))
+    for _ in range(20):
+        notices.take()
+        folder.job_path.write_bytes(b"\xff\xfe not json")
+        start = threading.Barrier(6)
+        jobs: list[Any] = []
+
+        def read(start: threading.Barrier, jobs: list[Any]) -> None:
+            start.wait()
+            jobs.append(folder.load_job())
+
+        readers = [threading.Thread(target=read, args=(start, jobs)) for _ in range(6)]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join()
+        said = notices.take()
+        assert len(said) == 1 and "set it aside" in said[0], said
+        assert all(job is not None and job.repo_id == REPO for job in jobs)
+        assert len(list(folder.state_dir.glob("job.json.corrupt-*"))) == 1
+        for aside in folder.state_dir.glob("job.json.corrupt-*"):
+            aside.unlink()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "non-utf8"])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -245,6 +246,18 @@ def _branch_from_folder(repo_id: str, name: str) -> str:
     return name[len(base) + 1 :] if name.startswith(base + "_") else ""
 
 
+_records_locks_guard = threading.Lock()
+_records_locks: dict[Path, threading.Lock] = {}
+
+
+def _records_lock(state_dir: Path) -> threading.Lock:
+    """One lock per folder for reading (and mending) its records: the window's model list and its
+    download list read a folder at the same moment on start-up, and a damaged record must be set aside
+    and rebuilt once, with every reader getting the rebuilt one."""
+    with _records_locks_guard:
+        return _records_locks.setdefault(state_dir.absolute(), threading.Lock())
+
+
 class FolderState:
     """Paths and record I/O for one model folder."""
 
@@ -280,6 +293,10 @@ class FolderState:
     def load_job(self) -> JobRecord | None:
         """The job record, if any. A damaged one is set aside (renamed, never deleted) and rebuilt from
         the ``.part`` records, so a partial download stays listed and resumes from its bytes."""
+        with _records_lock(self.state_dir):
+            return self._load_job()
+
+    def _load_job(self) -> JobRecord | None:
         data, warning = read_json_store(self.job_path, what=f"The download record of {self.root}")
         job = JobRecord.from_dict(data) if data else None
         if data is not None and job is None:
@@ -341,10 +358,11 @@ class FolderState:
         """The completion marker, if the folder is complete. A damaged one is set aside: the folder then
         counts as incomplete, and the next download re-checks the files in place by hash and keeps them."""
         label = f"The completion record of {self.root}"
-        data, warning = read_json_store(self.marker_path, what=label)
-        marker = CompletionMarker.from_dict(data) if data else None
-        if data is not None and marker is None:
-            warning = self._set_aside(self.marker_path, label)
+        with _records_lock(self.state_dir):
+            data, warning = read_json_store(self.marker_path, what=label)
+            marker = CompletionMarker.from_dict(data) if data else None
+            if data is not None and marker is None:
+                warning = self._set_aside(self.marker_path, label)
         if warning is not None:
             notices.add(warning + " Download the branch again: files already in place are checked and kept.")
         return marker
@@ -366,6 +384,10 @@ class FolderState:
         A damaged record is set aside and, for an LFS file the job record lists, rebuilt from that entry:
         the bytes in the ``.part`` are kept, and the sha256 check at the end still catches a wrong prefix.
         """
+        with _records_lock(self.state_dir):
+            return self._load_part_state(name)
+
+    def _load_part_state(self, name: str) -> PartState | None:
         path = self.part_state_path(name)
         data, warning = read_json_store(path)
         state = PartState.from_dict(data) if data else None
