@@ -321,6 +321,26 @@ def test_pause_stops_every_connection_at_once(private_hub: HubEmulator, tmp_path
     assert state is not None and state.bytes_done > 0
 
 
+def test_a_stopped_connection_opens_nothing_more(private_hub: HubEmulator) -> None:
+    """A pause can come while a connection follows the Hub's redirect to the CDN, when no socket of the
+    CDN exists yet to shut: the connection must not then fetch its range (CI saw a pause take the rest
+    of a 5 s file). Once stopped, a connection's next request fails at once, without reaching a server."""
+    from app.downloads.ranged_get import RangeClient
+
+    big_repo(private_hub, 256 * KIB)
+    url = f"{private_hub.endpoint}/{REPO}/resolve/main/{WEIGHTS}"
+    client = RangeClient(connect_timeout_s=5, read_timeout_s=5)
+    body = client.open(url, private_hub.endpoint, {}, 0, 64 * KIB)
+    assert body.status == 206
+    client.discard(body)
+    private_hub.requests.clear()
+    client.abort()
+    with pytest.raises(OSError):
+        client.open(url, private_hub.endpoint, {}, 64 * KIB, None)
+    assert not private_hub.requests
+    client.close()
+
+
 @pytest.mark.parametrize("value", ["0", "17", "x"])
 def test_cli_refuses_connections_outside_1_to_16(value: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:

@@ -184,6 +184,8 @@ class ConnectionRun:
                     self._fetch(client, seg, wid, buffer)
                     failures = 0
                 except Retryable as retry:
+                    if self.halt.is_set():
+                        return  # stopped (pause, cancel, the file done): the failure is the abort's doing
                     failures = 0 if retry.progressed else failures + 1
                     policy = BackoffPolicy(
                         attempts=t.settings.max_failures + 1,

@@ -122,6 +122,7 @@ class RangeClient:
         self._conns: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
         self._lock = threading.Lock()
         self._ssl: ssl.SSLContext | None = None
+        self._aborted = False
 
     def open(self, url: str, endpoint: str, headers: dict[str, str], start: int, end: int | None) -> Body:
         """GET bytes ``start..end-1`` (``end`` None: to the end) following redirects. Raises HttpStatus,
@@ -168,8 +169,12 @@ class RangeClient:
                 conn.close()
 
     def abort(self) -> None:
-        """From another thread: make a blocked read return at once (pause, cancel, finished file)."""
+        """From another thread: make a blocked read return at once (pause, cancel, finished file), and
+        every later request fail at once: a worker following a redirect to another origin when the abort
+        comes would otherwise open a connection nobody aborts, and fetch its whole range (a pause that
+        took the rest of the file)."""
         with self._lock:
+            self._aborted = True
             socks = [c.sock for c in self._conns.values() if c.sock is not None]
         for sock in socks:
             with contextlib.suppress(OSError):
@@ -189,6 +194,7 @@ class RangeClient:
             conn = self._connection(parts.scheme, parts.hostname or "", parts.port, proxy)
             try:
                 conn.request("GET", target, headers=headers)
+                self._refuse_if_aborted(conn)  # an abort that came while the socket did not exist yet
                 response = conn.getresponse()
                 response._qd_key = self._key(url)  # type: ignore[attr-defined]
                 if conn.sock is not None:
@@ -206,6 +212,8 @@ class RangeClient:
     ) -> http.client.HTTPConnection:
         key = (scheme.lower(), host, port or (443 if scheme.lower() == "https" else 80))
         with self._lock:
+            if self._aborted:
+                raise ConnectionAbortedError("the transfer was stopped")
             conn = self._conns.get(key)
             if conn is None:
                 via = urlsplit(proxy) if proxy else None
@@ -222,6 +230,15 @@ class RangeClient:
                     conn = http.client.HTTPConnection(at_host, at_port, timeout=self.connect_timeout_s)
                 self._conns[key] = conn
             return conn
+
+    def _refuse_if_aborted(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:  # abort() sets the flag under this lock: it saw this socket, or we see the flag
+            if not self._aborted:
+                return
+        with contextlib.suppress(OSError):
+            if conn.sock is not None:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+        raise ConnectionAbortedError("the transfer was stopped")
 
     @staticmethod
     def _key(url: str) -> tuple[str, str, int]:
