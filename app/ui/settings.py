@@ -6,6 +6,7 @@ relocates it like every other file (tests get their own).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
@@ -150,6 +151,20 @@ class UiSettings:
     def set_bytes_value(self, key: str, value: QByteArray) -> None:
         """Save a geometry/state blob."""
         self.qsettings.setValue(key, value)
+
+    def column_widths(self, table: str) -> dict[str, int]:
+        """The widths the user gave ``table``'s columns, by column key (none saved, or unreadable: {})."""
+        try:
+            saved = json.loads(str(self.qsettings.value(f"{table}/column_widths", "{}")))
+        except ValueError:
+            return {}
+        if not isinstance(saved, dict):
+            return {}
+        return {str(key): width for key, width in saved.items() if isinstance(width, int) and width > 0}
+
+    def set_column_widths(self, table: str, widths: dict[str, int]) -> None:
+        """Save the widths the user gave ``table``'s columns."""
+        self.qsettings.setValue(f"{table}/column_widths", json.dumps(widths, sort_keys=True))
 
     def value(self, key: str, default: object = None) -> object:
         """A raw value (for small UI state such as the current page)."""

@@ -147,6 +147,28 @@ def test_geometry_and_splitter_are_restored(qtbot: QtBot, make_window: WindowFac
     assert second.models_page.planning.context_box.value() == 4096
 
 
+def test_column_widths_the_user_dragged_are_restored(qtbot: QtBot, make_window: WindowFactory) -> None:
+    first = make_window()
+    open_repo(qtbot, first, TINY)
+    table = first.models_page.table
+    header = table.horizontalHeader()
+    branch, size = table.branches.column_index("branch"), table.branches.column_index("size")
+    fitted_size = header.sectionSize(size)
+    header.resizeSection(branch, 333)  # what dragging the header's edge does
+    results = first.models_page.search_panel.table.horizontalHeader()
+    results.resizeSection(0, 222)
+    first.models_page.refresh()  # the table fits its columns again: the dragged one keeps its width
+    qtbot.waitUntil(lambda: first.models_page.loader.loading_ref is None, timeout=WAIT_MS)
+    assert header.sectionSize(branch) == 333
+    first.close()
+    second = make_window()
+    qtbot.waitUntil(lambda: second.models_page.table.proxy.rowCount() == 8, timeout=WAIT_MS)
+    header = second.models_page.table.horizontalHeader()
+    assert header.sectionSize(branch) == 333
+    assert header.sectionSize(size) == fitted_size  # not dragged: still fitted to its texts
+    assert second.models_page.search_panel.table.horizontalHeader().sectionSize(0) == 222
+
+
 def test_token_is_saved_in_the_keyring_and_tested_with_whoami(
     qtbot: QtBot, window: MainWindow, memory_keyring: MemoryKeyring, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QAbstractItemDelegate, QAbstractItemView, QHeaderV
 
 from app.catalog.table import BranchRow
 from app.ui import theme
+from app.ui.column_widths import ColumnWidths
 from app.ui.models.branch_delegates import BadgeDelegate, ButtonDelegate
 from app.ui.models.branch_model import SORT_ROLE, BranchTableModel
 
@@ -45,6 +46,9 @@ class BranchTableView(QTableView):
         self.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 14)
         self.horizontalHeader().setStretchLastSection(True)
         self.horizontalHeader().setHighlightSections(False)
+        self.column_widths = ColumnWidths(
+            self.horizontalHeader(), lambda: [column.key for column in self.branches.columns]
+        )
         self.setMouseTracking(True)
         self.badges = BadgeDelegate(self)
         self.buttons = ButtonDelegate(self)
@@ -84,24 +88,26 @@ class BranchTableView(QTableView):
 
     def _fit_columns(self) -> None:
         """Column widths from the cell texts (what resizeColumnsToContents does, at a tenth of the cost:
-        it asks each cell's delegate for a size hint, a dozen Python calls per cell)."""
+        it asks each cell's delegate for a size hint, a dozen Python calls per cell); a column the user
+        sized keeps the user's width."""
         header = self.horizontalHeader()
         plain = self.fontMetrics()
         bold_font = QFont(self.font())
         bold_font.setBold(True)
         bold = QFontMetrics(bold_font)
         model = self.branches
-        for i, column in enumerate(model.columns):
-            texts = [str(model.index(r, i).data() or "") for r in range(model.rowCount())]
-            if column.key == "fit":  # any verdict may appear later without a reset (a planning change)
-                texts += list(theme.FIT_LABELS.values())
-            metrics = bold if column.key == "fit" or column.gpu >= 0 else plain
-            padding = 34 if column.key in ("fit", "download") or column.gpu >= 0 else 12
-            width = max(
-                [plain.horizontalAdvance(column.title) + 22]
-                + [metrics.horizontalAdvance(t) + padding for t in texts]
-            )
-            header.resizeSection(i, min(width, COLUMN_CAPS.get(column.key, width)))
+        with self.column_widths.sizing():
+            for i, column in enumerate(model.columns):
+                texts = [str(model.index(r, i).data() or "") for r in range(model.rowCount())]
+                if column.key == "fit":  # any verdict may appear later without a reset (a planning change)
+                    texts += list(theme.FIT_LABELS.values())
+                metrics = bold if column.key == "fit" or column.gpu >= 0 else plain
+                padding = 34 if column.key in ("fit", "download") or column.gpu >= 0 else 12
+                width = max(
+                    [plain.horizontalAdvance(column.title) + 22]
+                    + [metrics.horizontalAdvance(t) + padding for t in texts]
+                )
+                header.resizeSection(i, min(width, COLUMN_CAPS.get(column.key, width)))
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
 

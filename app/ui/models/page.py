@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from app.catalog.service import RepoCatalog
 
 SPLITTER_KEY = "models/splitter"
-HEADER_KEY = "models/header"
+BRANCH_TABLE = "models/branches"  # where each table's column widths are kept
+SEARCH_TABLE = "models/search"
 
 
 class ModelsPage(QWidget):
@@ -189,14 +190,16 @@ class ModelsPage(QWidget):
         return self.table.selected_row()
 
     def save_state(self) -> None:
-        """Persist splitter and column widths."""
+        """Persist the splitter and the column widths the user set."""
         if not self.details.isHidden():  # a hidden pane would be saved with no room
             self.settings.set_bytes_value(SPLITTER_KEY, self.splitter.saveState())
-        if self.model.columnCount():
-            self.settings.set_bytes_value(HEADER_KEY, self.table.horizontalHeader().saveState())
+        self.settings.set_column_widths(BRANCH_TABLE, self.table.column_widths.user)
+        self.settings.set_column_widths(SEARCH_TABLE, self.search_panel.column_widths.user)
 
     def restore_state(self) -> None:
-        """Restore splitter sizes."""
+        """Restore the splitter sizes and the column widths the user set."""
+        self.table.column_widths.restore(self.settings.column_widths(BRANCH_TABLE))
+        self.search_panel.column_widths.restore(self.settings.column_widths(SEARCH_TABLE))
         state = self.settings.bytes_value(SPLITTER_KEY)
         if state is not None:
             self.splitter.restoreState(state)

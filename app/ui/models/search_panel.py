@@ -33,6 +33,7 @@ from app.catalog.search_query import SORT_LABELS, SearchCursor, SearchPage, Sear
 from app.catalog.vram import CacheType
 from app.hardware import Hardware
 from app.ui import theme
+from app.ui.column_widths import ColumnWidths
 from app.ui.error_center import ErrorCenter
 from app.ui.models.branch_delegates import BadgeDelegate
 from app.ui.models.fit_glances import FitGlances, Verdict
@@ -148,8 +149,10 @@ class SearchPanel(QWidget):
         header_view.setHighlightSections(False)
         header_view.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header_view.setStretchLastSection(True)
-        for i, column in enumerate(COLUMNS):
-            header_view.resizeSection(i, _COLUMN_WIDTHS.get(column.key, 100))
+        self.column_widths = ColumnWidths(header_view, lambda: [column.key for column in COLUMNS])
+        with self.column_widths.sizing():
+            for i, column in enumerate(COLUMNS):
+                header_view.resizeSection(i, _COLUMN_WIDTHS.get(column.key, 100))
         self.table.setItemDelegateForColumn(COLUMN_INDEX["fit"], BadgeDelegate(self.table))
         self.table.activated.connect(self._activated)
         self.table.verticalScrollBar().valueChanged.connect(lambda _v: self._visible_timer.start())
