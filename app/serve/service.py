@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -63,6 +63,9 @@ class ServedModel:
     model: LoadedModel
     choice: TemplateChoice
     settings: ChatSettings
+    # Run on each generation's thread before it generates. The window sets it so a served request leaves
+    # the window a core, as its own chat does (app.backends.cpu_threads); the CLI leaves torch's default.
+    thread_setup: Callable[[], object] | None = None
 
     @classmethod
     def create(
@@ -199,6 +202,8 @@ class GenerationJob:
                 record.stop_reason = StopReason.CANCELLED
                 return
             record.started_at = time.monotonic()
+            if self.served.thread_setup is not None:
+                self.served.thread_setup()
             leading = self.strip_leading
             stream = self.served.model.generate(self.prompt_ids, self.sampling, self.stop, self.cancel)
             for item in stream:

@@ -10,6 +10,7 @@ only: serving to other machines needs a key, which ``quantdesk serve --host`` ha
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, Signal
@@ -157,13 +158,14 @@ class ServePanel(QFrame):
         self.status.setText(message)
 
     def _start(self) -> None:
+        from app.backends.cpu_threads import leave_a_core_for_the_window
         from app.serve.app import ServeState
         from app.serve.runner import DEFAULT_HOST, ServerRunner
 
         if self._served is None or self._gate is None:
             return
         state = ServeState(self._served.model_id, self._gate)
-        state.set_loaded(self._served)
+        state.set_loaded(replace(self._served, thread_setup=leave_a_core_for_the_window))
         runner = ServerRunner(state, DEFAULT_HOST, self.port)
         self._set_busy(True, "Starting the server...")
         start_worker(

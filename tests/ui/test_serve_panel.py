@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 import pytest
 from pytestqt.qtbot import QtBot
 
 from app.backends.base import LoadedModel
+from app.backends.cpu_threads import threads_beside_a_window, usable_cpus
 from app.chat.profiles import ProfileStore
 from app.chat.session_setup import LocalTarget, load_local, plan_local_chat, select_backend
 from app.serve.gate import ModelGate, Owner
@@ -30,10 +33,28 @@ def loaded(tiny_models: dict[str, Path]) -> Iterator[tuple[object, LoadedModel]]
     model.unload()
 
 
+class PoolSizeSeen:
+    """The loaded model, noting the torch pool size of each thread that generates with it."""
+
+    def __init__(self, inner: LoadedModel) -> None:
+        self.inner = inner
+        self.pool_sizes: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        self.pool_sizes.append(torch.get_num_threads())
+        return self.inner.generate(*args, **kwargs)
+
+
 def test_toggle_serves_the_model_counts_requests_and_shows_api_generation(
     qtbot: QtBot, loaded: tuple[object, LoadedModel], tmp_path: Path
 ) -> None:
-    plan, model = loaded
+    plan, real_model = loaded
+    model = PoolSizeSeen(real_model)
     served = served_model(plan, model)  # type: ignore[arg-type]
     gate = ModelGate()
     panel = ServePanel(port=0)
@@ -63,6 +84,8 @@ def test_toggle_serves_the_model_counts_requests_and_shows_api_generation(
     request.join(5)
     assert answers[0].status_code == 200
     assert GENERATING_TEXT in activity  # the indicator showed the API request while it generated
+    # As the window's own chat: the request's thread gives the model every core but one.
+    assert model.pool_sizes == [threads_beside_a_window(usable_cpus(), os.environ.get("OMP_NUM_THREADS"))]
 
     with qtbot.waitSignal(panel.serving_changed, timeout=WAIT_MS) as stopped:
         panel.toggle.setChecked(False)
