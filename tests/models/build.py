@@ -171,11 +171,14 @@ def ensure_built(family: str, *, timeout: float = 1200) -> Path:
             return target
         staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
-        env = {**os.environ, **GPTQMODEL_CPU_ENV, "CUDA_VISIBLE_DEVICES": ""}
+        python_path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, **GPTQMODEL_CPU_ENV, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": python_path}
         started = time.monotonic()
+        workdir = staging / "build"  # GPTQModel writes its quantization logs to ./logs: kept with the build
+        workdir.mkdir(parents=True)
         result = subprocess.run(
             [sys.executable, "-m", "tests.models.build", family, str(staging)],
-            cwd=ROOT,
+            cwd=workdir,
             env=env,
             capture_output=True,
             text=True,
@@ -292,7 +295,7 @@ def _quantize(fp16: Path, out: Path, bits: int, group_size: int, act_order: bool
 def _build(family: str, out: Path) -> None:
     for key, value in GPTQMODEL_CPU_ENV.items():
         os.environ.setdefault(key, value)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     started = time.monotonic()
     fp16 = out / "fp16"
