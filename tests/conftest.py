@@ -86,3 +86,17 @@ def _hub_cache_follows_hf_home(monkeypatch: pytest.MonkeyPatch) -> None:
     (to /tmp/tokenicer_hf_home/hub when imported at collection): every test would then share one HF cache
     across tests and runs. Drop it so each test's HF_HOME (isolated_home) decides the cache."""
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+
+
+@pytest.fixture
+def ctrl_c_reaches_children() -> Iterator[None]:
+    """Child processes started in the test get Ctrl-C (SIGINT) even when the test run itself ignores it:
+    a shell starts a background job (``make test &``) with SIGINT ignored, and an ignored signal stays
+    ignored across exec, so a CLI under test would never see the Ctrl-C the test sends it."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # reset to default on exec
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -121,6 +121,7 @@ def test_cli_errors_are_one_line_on_stderr(hub: HubEmulator, capsys: pytest.Capt
     assert "not found" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("ctrl_c_reaches_children")
 def test_ctrl_c_leaves_a_resumable_state(private_hub: HubEmulator, tmp_path: Path) -> None:
     private_hub.faults = Faults(path_contains="/blobs/", throttle_bps=100_000)
     target = tmp_path / "model"

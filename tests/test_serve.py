@@ -334,6 +334,7 @@ def test_another_host_with_a_key_serves_only_with_the_key(
         )
 
 
+@pytest.mark.usefixtures("ctrl_c_reaches_children")
 def test_the_serve_command_prints_its_url_and_stops_on_ctrl_c(tiny_dir: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "QUANTDESK_HOME": str(tmp_path / "home")}
     process = subprocess.Popen(
