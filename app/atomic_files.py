@@ -49,19 +49,24 @@ def set_aside(path: Path) -> Path:
     return candidate
 
 
+def _identity_of(stat: os.stat_result) -> tuple[int, int, int]:
+    """What tells one version of a file from another: inode, size, modification time."""
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
 def _read_with_identity(path: Path) -> tuple[bytes, tuple[int, int, int]]:
-    """The file's bytes and the identity (inode, size, mtime) of the very file they came from."""
+    """The file's bytes and the identity of the very file they came from."""
     with path.open("rb") as fh:
-        stat = os.fstat(fh.fileno())
-        return fh.read(), (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        identity = _identity_of(os.fstat(fh.fileno()))  # before reading: a write meanwhile changes it
+        return fh.read(), identity
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:
+    """The identity of the file now at ``path`` (None: there is none)."""
     try:
-        stat = path.stat()
+        return _identity_of(path.stat())
     except OSError:
         return None
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def read_json_store(path: Path, *, what: str = "") -> tuple[dict[str, Any] | None, str | None]:
