@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QApplication
 
 from app import __version__
 from app.ui.error_center import ErrorCenter, install_exception_hooks
+from app.ui.gui_gc import collect_on_the_gui_thread
 from app.ui.main_window import MainWindow
 from app.ui.settings import UiSettings
 from app.ui.theme import apply_system_theme
@@ -26,15 +27,17 @@ log = logging.getLogger("quantdesk.ui")
 
 
 def create_application(argv: Sequence[str] | None = None) -> QApplication:
-    """The QApplication (reused when one exists, e.g. under pytest-qt)."""
+    """The QApplication (reused when one exists, e.g. under pytest-qt), collecting garbage on its thread."""
     existing = QApplication.instance()
     if isinstance(existing, QApplication):
+        collect_on_the_gui_thread(existing)
         return existing
     QCoreApplication.setOrganizationName("QuantDesk")
     QCoreApplication.setApplicationName("QuantDesk")
     QCoreApplication.setApplicationVersion(__version__)
     app = QApplication(list(argv or sys.argv[:1]))
     apply_system_theme(app)
+    collect_on_the_gui_thread(app)
     return app
 
 

@@ -7,13 +7,18 @@ import os
 # Before any QApplication exists (pytest-qt creates it lazily, in the qapp fixture).
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import gc
+import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from PySide6.QtCore import QThreadPool
+from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from app.ui.error_center import ErrorCenter, uninstall_exception_hooks
+from app.ui.gui_gc import collect_on_the_gui_thread
 from app.ui.main_window import MainWindow
 from app.ui.settings import UiSettings
 from tests.hub_emulator import HubEmulator
@@ -22,6 +27,28 @@ TINY = "TheBloke/TinyLlama-GPTQ"
 WAIT_MS = 30_000
 
 WindowFactory = Callable[[], MainWindow]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _collect_garbage_on_the_gui_thread(qapp: QApplication) -> None:
+    """As the app does (:func:`app.ui.app.create_application`)."""
+    collect_on_the_gui_thread(qapp)
+
+
+@pytest.fixture(autouse=True)
+def no_garbage_collection_off_the_gui_thread() -> Iterator[None]:
+    """A test fails when Python's cyclic collector ran on another thread meanwhile: there it can destroy
+    the GUI's Qt objects, and the heap it corrupts crashes the process later (CI's segfaults)."""
+    threads: list[str] = []
+
+    def watch(phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start" and threading.current_thread() is not threading.main_thread():
+            threads.append(threading.current_thread().name)
+
+    gc.callbacks.append(watch)
+    yield
+    gc.callbacks.remove(watch)
+    assert not threads, f"garbage was collected on {sorted(set(threads))}, not on the GUI thread"
 
 
 def _drain_pool() -> None:

@@ -1,0 +1,104 @@
+"""Python's cyclic garbage collector runs on the GUI thread only, while the window is up.
+
+A collection finalizes whatever cyclic garbage exists at that moment, and the GUI makes plenty (a
+closed dialog's widgets tied to their slots, a row's QColor and QFont). Qt objects destroyed on a
+worker thread while the GUI thread paints corrupt the heap: a segfault seconds or minutes later, far
+from the cause. Two things run collections on workers:
+
+- CPython itself, on whichever thread happens to allocate past the collector's threshold: the chat
+  thread loading a model, a catalog fetch. So automatic collection is switched off while the
+  application runs, and a timer on the GUI thread collects by the same thresholds instead (pyqtgraph's
+  ``GarbageCollector`` does the same).
+- Libraries that call ``gc.collect()`` to free memory: accelerate after each checkpoint shard,
+  GPTQModel after loading. So ``gc.collect`` called off the GUI thread asks the GUI thread to collect
+  and returns at once; it never waits, since the GUI thread may be waiting for that worker.
+
+Reference counting is untouched: acyclic garbage is still freed at once, wherever it is dropped.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from typing import Final
+
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QTimer, Signal
+
+CHECK_INTERVAL_MS: Final = 250
+FULL_COLLECTION: Final = 2
+
+_library_collect = gc.collect
+
+
+class GuiThreadCollector(QObject):
+    """Collects cyclic garbage on the thread it lives on (the GUI thread), by ``gc``'s own thresholds."""
+
+    _collection_requested = Signal()
+
+    def __init__(self, parent: QObject, interval_ms: int = CHECK_INTERVAL_MS) -> None:
+        super().__init__(parent)
+        self.thread_id = threading.get_ident()
+        self._request_pending = threading.Event()
+        self._collection_requested.connect(self._collect_requested, Qt.ConnectionType.QueuedConnection)
+        self._timer = QTimer(self)
+        self._timer.timeout.connect(self.check)
+        self._timer.start(interval_ms)
+
+    def check(self) -> None:
+        """Collect the oldest generation whose count passed its threshold (younger ones too, as CPython)."""
+        counts = gc.get_count()
+        thresholds = gc.get_threshold()
+        if counts[0] <= thresholds[0]:
+            return
+        generation = 0
+        # get_count()[1] and [2] count collections of the younger generation since this one's last.
+        for older in range(1, len(counts)):
+            if counts[older] > thresholds[older]:
+                generation = older
+        _library_collect(generation)
+
+    def request_collection(self) -> None:
+        """Any thread: have the GUI thread run a full collection soon (requests made meanwhile coalesce)."""
+        if not self._request_pending.is_set():
+            self._request_pending.set()
+            self._collection_requested.emit()
+
+    def _collect_requested(self) -> None:
+        self._request_pending.clear()
+        _library_collect(FULL_COLLECTION)
+
+
+_installed: GuiThreadCollector | None = None
+
+
+def _collect_on_the_gui_thread_only(generation: int = FULL_COLLECTION) -> int:
+    """``gc.collect`` while the application runs: collects on the GUI thread, defers from any other."""
+    collector = _installed
+    if collector is None or threading.get_ident() == collector.thread_id:
+        return _library_collect(generation)
+    collector.request_collection()
+    return 0
+
+
+def _restore_automatic_collection() -> None:
+    global _installed
+    _installed = None
+    gc.collect = _library_collect
+    gc.enable()
+
+
+def collect_on_the_gui_thread(app: QCoreApplication) -> GuiThreadCollector:
+    """From the GUI thread: for as long as ``app`` runs, cyclic garbage is collected on this thread only.
+
+    Idempotent: a second call returns the collector already installed. Automatic collection and
+    ``gc.collect`` come back when the application quits, for whatever Python runs after the event loop.
+    """
+    global _installed
+    existing = app.findChild(GuiThreadCollector)
+    if isinstance(existing, GuiThreadCollector):
+        return existing
+    _installed = GuiThreadCollector(app)
+    gc.disable()
+    gc.collect = _collect_on_the_gui_thread_only
+    app.aboutToQuit.connect(_restore_automatic_collection)
+    return _installed
