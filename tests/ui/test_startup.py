@@ -1,4 +1,5 @@
-"""Start-up as a user meets it: `quantdesk` with no arguments opens the window fast, without torch."""
+"""Start-up as a user meets it: `quantdesk` with no arguments opens the window fast, without torch, and
+Python's garbage collector runs on the GUI thread only."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ VISIBLE_WITHIN_S = 1.5
 # start_background (which run_gui schedules right after show()) reports when the window is up, and
 # again after the background start-up work (hardware, catalog, unfinished downloads) had time to run.
 _CHILD = """
-import json, sys, time
+import gc, json, sys, time
 from PySide6.QtCore import QTimer
 from app.ui import main_window
 
@@ -28,7 +29,7 @@ original = main_window.MainWindow.start_background
 
 def probe(self):
     shown = {{"event": "shown", "t": time.time(), "visible": self.isVisible(),
-             "heavy": [m for m in HEAVY if m in sys.modules]}}
+             "heavy": [m for m in HEAVY if m in sys.modules], "gc_automatic": gc.isenabled()}}
     print(json.dumps(shown), flush=True)
     original(self)
 
@@ -60,6 +61,7 @@ def test_window_visible_fast_and_no_heavy_imports(hub: HubEmulator) -> None:
         later = next(e for e in events if e["event"] == "later")
         assert shown["visible"] is True
         assert shown["heavy"] == [] and later["heavy"] == []
+        assert shown["gc_automatic"] is False  # collected on the GUI thread only (app.ui.gui_gc)
         assert "Traceback" not in result.stderr
         times.append(shown["t"] - started)
     print(f"window visible after {min(times):.2f} s (runs: {', '.join(f'{t:.2f}' for t in times)})")
