@@ -39,23 +39,38 @@ class GuiThreadCollector(QObject):
         super().__init__(parent)
         self.thread_id = threading.get_ident()
         self._request_pending = threading.Event()
+        # CPython's guard against quadratic full collections: the oldest generation is collected only once
+        # the objects promoted into it since the last full collection are a quarter of those it held then.
+        # A full collection walks every object (165 ms with torch and transformers imported), on the GUI
+        # thread now, so it must stay as rare as CPython keeps it.
+        self._long_lived_total = len(gc.get_objects(FULL_COLLECTION))
+        self._promoted_since_full = 0
         self._collection_requested.connect(self._collect_requested, Qt.ConnectionType.QueuedConnection)
         self._timer = QTimer(self)
         self._timer.timeout.connect(self.check)
         self._timer.start(interval_ms)
 
     def check(self) -> None:
-        """Collect the oldest generation whose count passed its threshold (younger ones too, as CPython)."""
+        """Collect what CPython would collect now: a generation whose count passed its threshold (the oldest
+        one only when enough has been promoted into it), with the younger ones."""
         counts = gc.get_count()
         thresholds = gc.get_threshold()
         if counts[0] <= thresholds[0]:
             return
-        generation = 0
         # get_count()[1] and [2] count collections of the younger generation since this one's last.
-        for older in range(1, len(counts)):
-            if counts[older] > thresholds[older]:
-                generation = older
-        _library_collect(generation)
+        if counts[2] > thresholds[2] and self._promoted_since_full > self._long_lived_total // 4:
+            self._collect_all()
+        elif counts[1] > thresholds[1]:
+            young = len(gc.get_objects(0)) + len(gc.get_objects(1))
+            found = _library_collect(1)
+            self._promoted_since_full += max(young - found, 0)  # the survivors move to the oldest generation
+        else:
+            _library_collect(0)
+
+    def _collect_all(self) -> None:
+        _library_collect(FULL_COLLECTION)
+        self._long_lived_total = len(gc.get_objects(FULL_COLLECTION))
+        self._promoted_since_full = 0
 
     def request_collection(self) -> None:
         """Any thread: have the GUI thread run a full collection soon (requests made meanwhile coalesce)."""
@@ -65,7 +80,7 @@ class GuiThreadCollector(QObject):
 
     def _collect_requested(self) -> None:
         self._request_pending.clear()
-        _library_collect(FULL_COLLECTION)
+        self._collect_all()
 
 
 _installed: GuiThreadCollector | None = None
