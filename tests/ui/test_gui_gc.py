@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
+from typing import Any
 
 from PySide6.QtCore import QObject, QThread
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
-from app.ui.gui_gc import collect_on_the_gui_thread
+from app.ui.gui_gc import REQUEST_SPACING_S, collect_on_the_gui_thread
 
 
 class _Cycle:
@@ -80,3 +82,45 @@ def test_a_library_collecting_on_a_worker_has_the_gui_thread_collect_instead(
     assert finalized_on == [], "gc.collect() on the worker destroyed the GUI's garbage there"
     qtbot.waitUntil(lambda: bool(finalized_on), timeout=5_000)  # collected soon, without more allocation
     assert finalized_on == [threading.main_thread().name]
+
+
+def _collect_on_a_worker() -> None:
+    worker = threading.Thread(target=gc.collect, name="worker")
+    worker.start()
+    worker.join()
+
+
+def test_library_collections_in_quick_succession_freeze_the_window_once_and_the_next_comes_later(
+    qtbot: QtBot, qapp: QApplication
+) -> None:
+    """accelerate asks for a collection after every checkpoint shard: each is a third of a second of frozen
+    window with torch imported, so they are spaced, and the last request is still honoured."""
+    collect_on_the_gui_thread(qapp)
+    full_collections: list[float] = []
+
+    def watch(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full_collections.append(time.monotonic())
+
+    thresholds = gc.get_threshold()
+    gc.set_threshold(10**9)  # only the requested collections in this test, none by the timer's check
+    gc.callbacks.append(watch)
+    try:
+        first: list[str] = []
+        _Cycle(first)
+        _collect_on_a_worker()
+        qtbot.waitUntil(lambda: bool(first), timeout=5_000)
+        second: list[str] = []
+        _Cycle(second)
+        _collect_on_a_worker()
+        _collect_on_a_worker()
+        qtbot.wait(int(REQUEST_SPACING_S * 1000 / 2))
+        assert second == [], "a second full collection froze the window right after the first"
+        qtbot.waitUntil(lambda: bool(second), timeout=int(REQUEST_SPACING_S * 1000 * 2))
+        assert second == [threading.main_thread().name]
+        qtbot.wait(int(REQUEST_SPACING_S * 1000 * 1.2))
+    finally:
+        gc.callbacks.remove(watch)
+        gc.set_threshold(*thresholds)
+    assert len(full_collections) == 2, "the three requests were not two collections"
+    assert full_collections[1] - full_collections[0] >= REQUEST_SPACING_S * 0.95
