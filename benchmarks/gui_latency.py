@@ -191,7 +191,7 @@ CHAT_TOKENS = 32  # SmolLM2 makes about one token a second on a 2-core CPU
 RATIO_TARGET = 0.95
 
 
-CHAT_ROUNDS = 5  # measured rounds, after one warm-up of each contender (SmolLM2: ten seconds a reply)
+CHAT_ROUNDS = 9  # measured rounds after a warm-up of each (SmolLM2: 10 s a reply; one pair varies by 10 %)
 CHAT_ROUNDS_TINY = 9  # the tiny Llama answers in a quarter of a second: more rounds, a steadier median
 
 
