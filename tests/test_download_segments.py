@@ -333,11 +333,12 @@ def test_a_stopped_connection_opens_nothing_more(private_hub: HubEmulator) -> No
     body = client.open(url, private_hub.endpoint, {}, 0, 64 * KIB)
     assert body.status == 206
     client.discard(body)
-    private_hub.requests.clear()
     client.abort()
     with pytest.raises(OSError):
         client.open(url, private_hub.endpoint, {}, 64 * KIB, None)
-    assert not private_hub.requests
+    # The emulator logs an answer once it is sent, which on a loaded machine can come after the discard:
+    # only the first request may be in the log.
+    assert [r.range for r in private_hub.requests if r.range != "bytes=0-65535"] == []
     client.close()
 
 
