@@ -330,15 +330,16 @@ def test_a_stopped_connection_opens_nothing_more(private_hub: HubEmulator) -> No
     big_repo(private_hub, 256 * KIB)
     url = f"{private_hub.endpoint}/{REPO}/resolve/main/{WEIGHTS}"
     client = RangeClient(connect_timeout_s=5, read_timeout_s=5)
-    body = client.open(url, private_hub.endpoint, {}, 0, 64 * KIB)
+    first = 64 * KIB
+    body = client.open(url, private_hub.endpoint, {}, 0, first)
     assert body.status == 206
     client.discard(body)
     client.abort()
     with pytest.raises(OSError):
-        client.open(url, private_hub.endpoint, {}, 64 * KIB, None)
+        client.open(url, private_hub.endpoint, {}, first, None)
     # The emulator logs an answer once it is sent, which on a loaded machine can come after the discard:
     # only the first request may be in the log.
-    assert [r.range for r in private_hub.requests if r.range != "bytes=0-65535"] == []
+    assert [r.range for r in private_hub.requests if r.range != f"bytes=0-{first - 1}"] == []
     client.close()
 
 
